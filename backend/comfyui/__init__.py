@@ -1,0 +1,1 @@
+"""ComfyUI HTTP + WebSocket client and API-format workflows."""

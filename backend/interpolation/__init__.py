@@ -1,0 +1,1 @@
+"""Latent-space interpolation: VAE encode/decode, slerp, and the frame schedule."""
