@@ -1,0 +1,253 @@
+"""The frame schedule: keyframes from a source, slerped latents between them, decoded frames.
+
+Segment s plays positions j = 0..N_s (N_s chosen when the segment starts, so it may change
+from one segment to the next):
+
+- j == 0 -> decode(z_s), the VAE reconstruction of K_s (or K_s itself with `show_raw_keyframes`);
+- j > 0  -> decode(slerp(z_s, z_{s+1}, t)), t = ease(j / (N_s + 1)), linear by default.
+
+Continuity: segment s+1 opens on decode(z_{s+1}), the very latent segment s was heading to.
+K_{s+1} is taken from the keyframe worker only when first needed, so the worker (one keyframe
+ahead) has a whole segment of display time to make the next one. This object is a pull-based
+iterator; the caller paces the frames. Only the thread that calls `next_frame` touches torch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend.images import fit_cover
+from backend.interpolation.keyframe_worker import KeyframeSource, KeyframeWorker
+from backend.interpolation.spherical_lerp import ease, lerp, slerp
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    resolution: tuple[int, int] = (512, 512)  # (width, height) of every frame, multiples of 8
+    mode: str = "hybrid"                      # "hybrid" | "img2img" (every frame a keyframe)
+    interpolation_frames: int | str = 8       # in-betweens per segment (>= 0) or "auto"
+    use_vae_interpolation: bool = True        # False: pixel crossfade, no VAE at all
+    interpolation_method: str = "spherical"   # "spherical" | "linear" (latent blend)
+    easing: str = "linear"                    # curve applied to t inside each segment
+    show_raw_keyframes: bool = False          # j == 0 shows K_s itself instead of decode(z_s)
+    fps: float = 12.0                         # target frames per second (auto N uses it)
+    auto_margin: float = 1.25                 # auto: segment time >= latency * margin
+    auto_max_frames: int = 240                # auto: upper bound on N
+    max_batch: int = 8                        # most latents decoded in one call
+
+
+@dataclass(frozen=True)
+class Frame:
+    pixels: np.ndarray       # [H, W, 3] uint8
+    index: int               # 0.. over the whole run
+    segment: int             # s
+    position: int            # j in 0..segment_frames-1
+    kind: str                # "keyframe" (j == 0) | "inbetween"
+    segment_frames: int      # N_s + 1
+    keyframe: Any = None     # the source's keyframe object on j == 0 frames, else None
+
+
+@dataclass
+class _Key:
+    keyframe: Any                       # what the source returned
+    image: Any                          # PIL RGB at the configured resolution
+    latent: torch.Tensor | None = None  # [1, C, H/8, W/8] scaled latent, made on first need
+
+
+class HybridGenerator:
+    """Pull frames with `next_frame()`; `encoder` may be None for crossfade / img2img modes."""
+
+    def __init__(self, source: KeyframeSource, encoder: Any, settings: ScheduleSettings,
+                 *, clock=time.monotonic) -> None:
+        self.settings = settings
+        self.worker = KeyframeWorker(source)
+        self._encoder = encoder
+        self._clock = clock
+        self._resolution = tuple(settings.resolution)  # fixed for the run: latents must match
+        self._pending: ScheduleSettings | None = None
+        self._index = 0
+        self._segment = 0
+        self._j = 0
+        self._n = 0                                  # N_s of the current segment
+        self._current: _Key | None = None            # K_s
+        self._next: _Key | None = None               # K_{s+1}, taken when first needed
+        self._inbetweens: torch.Tensor | None = None  # [N_s, C, h, w] latents of this segment
+        self._decoded: deque[np.ndarray] = deque()   # decoded frames not yet served
+        self._need_since: float | None = None        # when a missing keyframe was first needed
+        self.stalls = 0                  # waits for a keyframe after the first segment
+        self.stall_seconds = 0.0
+        self.waiting = False             # the last next_frame() call returned None
+        self.decode_seconds: float | None = None  # EMA per decoded frame
+        self.write_seconds: float | None = None   # EMA per written frame (record_write)
+
+    # -- lifecycle and controls -------------------------------------------------------------
+    def start(self) -> "HybridGenerator":
+        self.worker.start()
+        return self
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop the keyframe thread; True if it joined within `timeout` seconds."""
+        return self.worker.close(timeout)
+
+    def pause(self) -> None:
+        self.worker.pause()
+
+    def resume(self) -> None:
+        self.worker.resume()
+
+    def update_settings(self, settings: ScheduleSettings) -> None:
+        """New settings apply from the next segment on (resolution stays as started)."""
+        self._pending = settings
+
+    def record_write(self, seconds: float) -> None:
+        """The caller's cost to write one frame (PNG + file + status), for auto N and fps cap."""
+        self.write_seconds = _ema(self.write_seconds, seconds)
+
+    @property
+    def keyframe_latency(self) -> float | None:
+        return self.worker.latency.value
+
+    @property
+    def fps_cap(self) -> float | None:
+        """Frames per second that decode + write sustain on this machine (None: not measured)."""
+        cost = (self.decode_seconds or 0.0) + (self.write_seconds or 0.0)
+        return 1.0 / cost if cost > 0 else None
+
+    def frames_for(self, settings: ScheduleSettings) -> int:
+        """N for a segment starting now: fixed, 0 in img2img mode, or from latency when auto."""
+        if settings.mode == "img2img":
+            return 0
+        if settings.interpolation_frames != "auto":
+            return int(settings.interpolation_frames)
+        fps = min(settings.fps, self.fps_cap or settings.fps)
+        latency = self.keyframe_latency
+        if latency is None:
+            return max(0, round(fps) - 1)
+        # A segment of N+1 frames must last at least latency * margin: (N+1)/fps >= L*margin.
+        n = math.ceil(latency * settings.auto_margin * fps - 1e-9) - 1
+        return max(0, min(settings.auto_max_frames, n))
+
+    # -- the schedule ------------------------------------------------------------------------
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Frame:
+        return self.next_frame()
+
+    def next_frame(self, timeout: float | None = None, due: float | None = None) -> Frame | None:
+        """The next frame, or None if a keyframe it needs did not arrive within `timeout` s.
+
+        `due` is the monotonic time the caller will show the frame: waiting for a keyframe
+        past it counts as a stall (not before; and never in segment 0, which is buffering).
+        """
+        if self._current is None:
+            key = self._take(timeout, due)
+            if key is None:
+                return None
+            self._current = key
+            self._begin_segment()
+        if self._j > self._n:
+            # Segment s is over: segment s+1 opens on K_{s+1}, the latent s was heading to.
+            if self._next is None and not self._take_next(timeout, due):
+                return None
+            self._segment += 1
+            self._current, self._next = self._next, None
+            self._begin_segment()
+        if self._j > 0 and self._next is None and not self._take_next(timeout, due):
+            return None
+        if self._j == 0:
+            pixels, kind = self._keyframe_pixels(self._current), "keyframe"
+            keyframe = self._current.keyframe
+        else:
+            pixels, kind, keyframe = self._inbetween_pixels(), "inbetween", None
+        frame = Frame(pixels, self._index, self._segment, self._j, kind, self._n + 1, keyframe)
+        self._index += 1
+        self._j += 1
+        return frame
+
+    def _take_next(self, timeout: float | None, due: float | None) -> bool:
+        self._next = self._take(timeout, due)
+        return self._next is not None
+
+    def _begin_segment(self) -> None:
+        self._j = 0
+        if self._pending is not None:
+            self.settings, self._pending = self._pending, None
+        self._n = self.frames_for(self.settings)
+        self._inbetweens = None
+        self._decoded.clear()
+
+    def _take(self, timeout: float | None, due: float | None) -> _Key | None:
+        now = self._clock()
+        if self._need_since is None:
+            self._need_since = now if due is None else max(now, due)
+        keyframe = self.worker.take(timeout)
+        self.waiting = keyframe is None
+        if keyframe is None:
+            return None
+        waited = self._clock() - self._need_since
+        self._need_since = None
+        if self._segment >= 1 and waited > 0.001:
+            self.stalls += 1
+            self.stall_seconds += waited
+        return _Key(keyframe, fit_cover(keyframe.image, self._resolution))
+
+    # -- pixels ------------------------------------------------------------------------------
+    def _vae(self) -> bool:
+        return self.settings.mode == "hybrid" and self.settings.use_vae_interpolation
+
+    def _latent(self, key: _Key) -> torch.Tensor:
+        if key.latent is None:
+            key.latent = self._encoder.encode([key.image])  # [1, C, H/8, W/8]
+        return key.latent
+
+    def _keyframe_pixels(self, key: _Key) -> np.ndarray:
+        if not self._vae() or self.settings.show_raw_keyframes:
+            return np.asarray(key.image, dtype=np.uint8)
+        return self._decode(self._latent(key))[0]
+
+    def _inbetween_pixels(self) -> np.ndarray:
+        t = ease(self._j / (self._n + 1), self.settings.easing)
+        if not self._vae():
+            a = np.asarray(self._current.image, dtype=np.float32)
+            b = np.asarray(self._next.image, dtype=np.float32)
+            return np.clip(np.rint(a + (b - a) * t), 0, 255).astype(np.uint8)
+        if not self._decoded:
+            self._decode_chunk()
+        return self._decoded.popleft()
+
+    def _decode_chunk(self) -> None:
+        if self._inbetweens is None:
+            z0, z1 = self._latent(self._current), self._latent(self._next)
+            t = torch.arange(1, self._n + 1, dtype=torch.float32) / (self._n + 1)  # [N]
+            t = ease(t, self.settings.easing).to(z0.device)
+            blend = slerp if self.settings.interpolation_method == "spherical" else lerp
+            self._inbetweens = blend(z0, z1, t)[:, 0]  # [N, 1, C, h, w] -> [N, C, h, w]
+        first = self._j - 1
+        count = min(self._chunk_size(), self._n - first)
+        self._decoded.extend(self._decode(self._inbetweens[first:first + count]))
+
+    def _chunk_size(self) -> int:
+        # Decode as many frames at once as fit in one frame interval, so a batch never makes
+        # the frame after it late; the first chunk of a run is one frame (cost unknown).
+        if self.decode_seconds is None:
+            return 1
+        budget = 1.0 / self.settings.fps - (self.write_seconds or 0.0)
+        return max(1, min(self.settings.max_batch, int(budget / self.decode_seconds)))
+
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        started = self._clock()
+        pixels = self._encoder.decode_to_uint8(latents)  # [B, H, W, 3] uint8
+        self.decode_seconds = _ema(self.decode_seconds, (self._clock() - started) / len(latents))
+        return pixels
+
+
+def _ema(old: float | None, sample: float, weight: float = 0.2) -> float:
+    return sample if old is None else old + weight * (sample - old)

@@ -1,0 +1,134 @@
+"""The keyframe lookahead: one thread that asks the keyframe source for the next keyframe.
+
+The worker never touches torch: it only talks to the source (ComfyUI over HTTP, or a folder).
+It holds at most ONE finished keyframe that the schedule has not taken yet, and starts the
+next one only when that slot is empty, so while segment s plays (K_s and K_{s+1} taken) it is
+making K_{s+2} and nothing further: exactly one keyframe ahead, as DESIGN.md's lookahead says.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class KeyframeSource(Protocol):
+    """Anything that makes the next keyframe from the previous one.
+
+    `next_keyframe(previous)` returns an object with at least `.image` (PIL RGB, any size);
+    optional `.seconds` (generation time, s >= 0), `.generated` (False for a loaded image, so
+    it does not count as latency) and `.prompt`. `previous` is None for the first keyframe.
+    Optional `close()` aborts an in-flight request (called from another thread on shutdown).
+    """
+
+    def next_keyframe(self, previous: Any) -> Any: ...
+
+
+class LatencyEstimate:
+    """Keyframe latency in seconds: rises at once to a slower sample, decays slowly (EMA 0.25)."""
+
+    def __init__(self, decay: float = 0.25) -> None:
+        self.decay = decay
+        self.value: float | None = None
+
+    def add(self, seconds: float) -> None:
+        # Fast attack: under-estimating the latency costs a stall, over-estimating costs only
+        # a few extra in-betweens, so a slower keyframe is believed immediately.
+        if self.value is None or seconds >= self.value:
+            self.value = seconds
+        else:
+            self.value += self.decay * (seconds - self.value)
+
+
+class KeyframeWorker:
+    """Background thread: `source.next_keyframe(previous)` -> one-slot hand-off to `take()`."""
+
+    def __init__(self, source: KeyframeSource, *, name: str = "reverie-keyframes") -> None:
+        self.source = source
+        self.made = 0                       # keyframes finished by the source so far
+        self.latency = LatencyEstimate()    # seconds per generated keyframe
+        self._name = name
+        self._cond = threading.Condition()
+        self._ready: Any = None             # the finished keyframe nobody has taken yet
+        self._error: BaseException | None = None
+        self._paused = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def take(self, timeout: float | None = None) -> Any:
+        """The next keyframe, or None if none arrived within `timeout` s (None = wait forever).
+
+        Re-raises, in the caller's thread, a fatal error the source raised (e.g. a wrong
+        checkpoint found once ComfyUI came back).
+        """
+        with self._cond:
+            self._cond.wait_for(lambda: self._ready is not None or self._error is not None
+                                or self._stopping, timeout)
+            if self._error is not None:
+                raise self._error
+            keyframe, self._ready = self._ready, None
+            self._cond.notify_all()
+            return keyframe
+
+    def pause(self) -> None:
+        """Start no new keyframe (the one in flight finishes) until `resume()`."""
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop the thread, aborting the source's in-flight request; True if it joined in time."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        closer = getattr(self.source, "close", None)
+        if callable(closer):
+            closer()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.alive
+
+    def _run(self) -> None:
+        previous = None
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping or (
+                    self._ready is None and not self._paused))
+                if self._stopping:
+                    return
+            started = time.monotonic()
+            try:
+                keyframe = self.source.next_keyframe(previous)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
+                with self._cond:
+                    if not self._stopping:
+                        log.debug("keyframe source failed: %r", exc)
+                        self._error = exc
+                    self._cond.notify_all()
+                return
+            if keyframe is None:          # the source was closed while we waited on it
+                return
+            previous = keyframe.image
+            seconds = getattr(keyframe, "seconds", None)
+            if getattr(keyframe, "generated", True):
+                self.latency.add(seconds if seconds else time.monotonic() - started)
+            with self._cond:
+                self._ready = keyframe
+                self.made += 1
+                self._cond.notify_all()

@@ -1,0 +1,289 @@
+"""The frame schedule against a fake keyframe source and a small exact fake "VAE"."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from backend.images import fit_cover
+from backend.interpolation.hybrid_generator import HybridGenerator, ScheduleSettings
+from backend.interpolation.spherical_lerp import slerp
+
+RES = (32, 16)  # (width, height): latents of [4, 2, 4]
+
+
+class PoolEncoder:
+    """Deterministic stand-in for a VAE: 8x8 average pool (encode), nearest upsample (decode).
+
+    Latents are [B, 4, H/8, W/8]: RGB in [-1, 1] plus a constant channel so no latent is zero.
+    Every latent it decodes is recorded, so tests can check what the schedule asked for.
+    """
+
+    def __init__(self) -> None:
+        self.encoded_sizes: list[tuple[int, int]] = []
+        self.decoded: list[torch.Tensor] = []
+
+    def encode(self, images: list[Image.Image]) -> torch.Tensor:
+        self.encoded_sizes += [im.size for im in images]
+        x = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1)
+                         for im in images]) / 127.5 - 1.0  # [B, 3, H, W]
+        z = F.avg_pool2d(x, 8)  # [B, 3, H/8, W/8]
+        return torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
+
+    def decode_to_uint8(self, latents: torch.Tensor) -> np.ndarray:
+        self.decoded.append(latents.clone())
+        x = F.interpolate(latents[:, :3], scale_factor=8, mode="nearest")  # [B, 3, H, W]
+        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.permute(0, 2, 3, 1).numpy()  # [B, H, W, 3]
+
+
+@dataclass(frozen=True)
+class FakeKeyframe:
+    image: Image.Image
+    number: int
+    seconds: float = 0.0
+    generated: bool = True
+
+
+class FakeSource:
+    """Keyframe n is random noise seeded by n, at a size other than RES; `delay` s per call."""
+
+    def __init__(self, delay: float = 0.0, fail_at: int | None = None) -> None:
+        self.delay = delay
+        self.fail_at = fail_at
+        self.calls = 0
+        self.previous: list[object] = []
+        self._closed = threading.Event()
+
+    def next_keyframe(self, previous):
+        number = self.calls
+        self.calls += 1
+        self.previous.append(previous)
+        if number == self.fail_at:
+            raise RuntimeError("the source broke")
+        if self.delay and self._closed.wait(self.delay):
+            return None
+        return FakeKeyframe(keyframe_image(number), number, seconds=self.delay)
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def make(source=None, encoder="pool", **settings) -> tuple[HybridGenerator, FakeSource, PoolEncoder]:
+    source = source or FakeSource()
+    encoder = PoolEncoder() if encoder == "pool" else encoder
+    settings.setdefault("interpolation_frames", 3)
+    gen = HybridGenerator(source, encoder, ScheduleSettings(resolution=RES, **settings)).start()
+    return gen, source, encoder
+
+
+def pull(gen: HybridGenerator, count: int) -> list:
+    frames = [gen.next_frame(timeout=10) for _ in range(count)]
+    assert all(f is not None for f in frames)
+    return frames
+
+
+def keyframe_image(number: int) -> Image.Image:
+    """Keyframe n as FakeSource makes it: noise seeded by n, 48x40 (not RES)."""
+    return Image.fromarray(np.random.default_rng(number).integers(0, 256, (40, 48, 3), dtype=np.uint8))
+
+
+def fitted(number: int) -> Image.Image:
+    return fit_cover(keyframe_image(number), RES)
+
+
+@pytest.fixture
+def closing():
+    made = []
+    yield made.append
+    for gen in made:
+        assert gen.close()
+
+
+def test_segments_play_the_keyframe_slot_then_the_inbetweens_in_order(closing):
+    gen, _, _ = make(interpolation_frames=3)
+    closing(gen)
+    frames = pull(gen, 10)
+    assert [(f.index, f.segment, f.position, f.kind, f.segment_frames) for f in frames[:6]] == [
+        (0, 0, 0, "keyframe", 4), (1, 0, 1, "inbetween", 4), (2, 0, 2, "inbetween", 4),
+        (3, 0, 3, "inbetween", 4), (4, 1, 0, "keyframe", 4), (5, 1, 1, "inbetween", 4)]
+    assert [f.keyframe.number for f in frames if f.kind == "keyframe"] == [0, 1, 2]
+    assert all(f.keyframe is None for f in frames if f.kind == "inbetween")
+    assert all(f.pixels.shape == (16, 32, 3) and f.pixels.dtype == np.uint8 for f in frames)
+
+
+def test_keyframe_slot_is_exactly_the_decoded_latent_that_ended_the_previous_segment(closing):
+    gen, _, enc = make(interpolation_frames=3)
+    closing(gen)
+    frames = pull(gen, 13)
+    reference = PoolEncoder()
+    z = [reference.encode([fitted(n)]) for n in range(4)]  # [1, 4, 2, 4] each
+    for f in frames:
+        s, j, n = f.segment, f.position, f.segment_frames - 1
+        # Segment s heads to z[s+1] (t -> 1); the slot j == 0 of s+1 shows exactly decode(z[s+1]).
+        latent = z[s] if j == 0 else slerp(z[s], z[s + 1], j / (n + 1))
+        assert np.array_equal(f.pixels, reference.decode_to_uint8(latent)[0]), (s, j)
+    assert torch.equal(slerp(z[1], z[2], 1.0), z[2])
+    keyframe_slots = [d for d in enc.decoded if d.shape[0] == 1 and d[0, 3].eq(1).all()]
+    assert any(torch.equal(d, z[3]) for d in keyframe_slots)
+
+
+def test_segment_length_changes_between_segments_and_continuity_still_holds(closing):
+    gen, _, _ = make(interpolation_frames=2)
+    closing(gen)
+    frames = pull(gen, 2)  # segment 0: j = 0, 1
+    gen.update_settings(ScheduleSettings(resolution=RES, interpolation_frames=5))
+    frames += pull(gen, 1 + 6 + 6)
+    assert [f.segment_frames for f in frames] == [3] * 3 + [6] * 12
+    reference = PoolEncoder()
+    for f in frames:
+        if f.kind == "keyframe":
+            expected = reference.decode_to_uint8(reference.encode([fitted(f.segment)]))[0]
+            assert np.array_equal(f.pixels, expected)
+
+
+def test_keyframes_are_fitted_to_the_resolution_before_encoding(closing):
+    gen, _, enc = make()
+    closing(gen)
+    pull(gen, 5)
+    assert enc.encoded_sizes and set(enc.encoded_sizes) == {RES}
+
+
+def test_inbetweens_are_decoded_in_batches_no_larger_than_max_batch(closing):
+    gen, _, enc = make(interpolation_frames=10, max_batch=4, fps=1.0)
+    closing(gen)
+    pull(gen, 23)
+    sizes = [d.shape[0] for d in enc.decoded]
+    assert max(sizes) == 4 and sizes.count(4) >= 3
+
+
+def test_worker_runs_exactly_one_keyframe_ahead(closing):
+    gen, source, _ = make(interpolation_frames=3)
+    closing(gen)
+    frames = pull(gen, 6)  # into segment 1: K_0, K_1, K_2 taken
+    assert frames[-1].segment == 1
+    time.sleep(0.3)  # give the worker every chance to run further ahead than it should
+    assert source.calls == 4  # K_3 made and waiting, K_4 not started
+    assert [p is None for p in source.previous] == [True, False, False, False]
+
+
+def test_worker_feeds_each_keyframe_the_previous_keyframe_image(closing):
+    gen, source, _ = make(interpolation_frames=0)
+    closing(gen)
+    frames = pull(gen, 4)
+    assert source.previous[1] is frames[0].keyframe.image
+    assert source.previous[2] is frames[1].keyframe.image
+
+
+def test_stalls_are_counted_and_timed_when_the_source_is_slower_than_a_segment(closing):
+    gen, _, _ = make(FakeSource(delay=0.15), interpolation_frames=1)
+    closing(gen)
+    pull(gen, 8)  # four segments of two frames, pulled as fast as possible
+    assert gen.stalls >= 2
+    assert gen.stall_seconds >= 0.15
+
+
+def test_no_stall_when_each_keyframe_arrives_within_one_segment(closing):
+    gen, _, _ = make(FakeSource(delay=0.02), interpolation_frames=4)
+    closing(gen)
+    due = time.monotonic()
+    for _ in range(20):
+        due += 0.04  # a segment lasts 5 x 40 ms, ten times the keyframe latency
+        assert gen.next_frame(timeout=5, due=due) is not None
+        time.sleep(max(0.0, due - time.monotonic()))
+    assert gen.stalls == 0
+
+
+def test_next_frame_returns_none_while_the_needed_keyframe_is_late(closing):
+    gen, _, _ = make(FakeSource(delay=0.5), interpolation_frames=2)
+    closing(gen)
+    assert gen.next_frame(timeout=0.01) is None and gen.waiting
+    assert gen.next_frame(timeout=5).kind == "keyframe" and not gen.waiting
+
+
+def test_auto_frames_follow_the_measured_keyframe_latency():
+    gen = HybridGenerator(FakeSource(), PoolEncoder(), ScheduleSettings(resolution=RES))
+    auto = ScheduleSettings(resolution=RES, interpolation_frames="auto", fps=10, auto_margin=1.2)
+    gen.worker.latency.add(1.0)
+    assert gen.frames_for(auto) == 11  # 12 frames at 10 fps = 1.2 s = 1.0 s x 1.2
+    gen.worker.latency.add(3.0)
+    assert gen.frames_for(auto) == 35
+    gen.decode_seconds, gen.write_seconds = 0.15, 0.05  # only 5 fps sustainable: the cap wins
+    assert gen.fps_cap == pytest.approx(5.0)
+    assert gen.frames_for(auto) == 17
+
+
+def test_auto_segments_grow_when_the_source_slows_down(closing):
+    source = FakeSource(delay=0.03)
+    gen, _, _ = make(source, interpolation_frames="auto", fps=50, auto_margin=1.2)
+    closing(gen)
+    early = pull(gen, 12)
+    source.delay = 0.09
+    late = pull(gen, 40)
+    assert max(f.segment_frames for f in late) >= 2 * max(f.segment_frames for f in early[4:])
+
+
+def test_crossfade_mode_blends_keyframe_pixels_without_a_vae(closing):
+    gen, _, _ = make(encoder=None, use_vae_interpolation=False, interpolation_frames=3)
+    closing(gen)
+    frames = pull(gen, 5)
+    a = np.asarray(fitted(0), dtype=np.float32)
+    b = np.asarray(fitted(1), dtype=np.float32)
+    assert np.array_equal(frames[0].pixels, a.astype(np.uint8))
+    assert np.array_equal(frames[2].pixels, np.rint(a + (b - a) * 0.5).astype(np.uint8))
+    assert np.array_equal(frames[4].pixels, b.astype(np.uint8))
+
+
+def test_img2img_mode_makes_every_frame_a_new_keyframe(closing):
+    gen, _, _ = make(encoder=None, mode="img2img")
+    closing(gen)
+    frames = pull(gen, 4)
+    assert [(f.segment, f.kind, f.keyframe.number) for f in frames] == [
+        (n, "keyframe", n) for n in range(4)]
+    assert np.array_equal(frames[2].pixels, np.asarray(fitted(2)))
+
+
+def test_show_raw_keyframes_puts_the_source_image_in_the_keyframe_slot(closing):
+    gen, _, _ = make(show_raw_keyframes=True)
+    closing(gen)
+    frames = pull(gen, 5)
+    assert np.array_equal(frames[4].pixels, np.asarray(fitted(1)))
+
+
+def test_a_fatal_source_error_reaches_the_caller(closing):
+    gen, _, _ = make(FakeSource(fail_at=1))
+    closing(gen)
+    gen.next_frame(timeout=5)
+    with pytest.raises(RuntimeError, match="the source broke"):
+        gen.next_frame(timeout=5)
+
+
+def test_paused_worker_starts_no_new_keyframe(closing):
+    gen, source, _ = make(interpolation_frames=0)
+    closing(gen)
+    pull(gen, 2)
+    gen.pause()
+    time.sleep(0.1)
+    calls = source.calls
+    pull(gen, 1)  # the keyframe finished before the pause is still served
+    time.sleep(0.2)
+    assert source.calls == calls and gen.next_frame(timeout=0.1) is None
+    gen.resume()
+    assert gen.next_frame(timeout=5) is not None
+
+
+def test_close_joins_the_worker_even_inside_a_slow_request_and_leaks_no_thread():
+    before = threading.active_count()
+    gen, _, _ = make(FakeSource(delay=30.0))
+    time.sleep(0.05)
+    started = time.monotonic()
+    assert gen.close(timeout=2.0)
+    assert time.monotonic() - started < 1.0
+    assert not gen.worker.alive and threading.active_count() == before
