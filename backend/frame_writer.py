@@ -1,0 +1,187 @@
+"""Frames on disk for the Rainmeter skin and the HTML page, never half-written.
+
+Layout under output_dir (one PNG encode per frame, the same bytes written to each file):
+
+    frames/frame_{index % ring_size}.png   ring of files; status.txt/json name the newest one
+    current_frame.png                      the newest frame, for readers that watch one name
+    history/frame_{index:08d}.png          optional, only the newest `history_keep` kept
+
+Every file is written with `atomic_write_bytes`: a uniquely named temp file in the same folder, then
+`os.replace`, so a reader sees the old file or the new one, never a torn one. On Windows a reader
+(Rainmeter opens with FILE_SHARE_READ only) briefly blocks the replace with PermissionError, so it is
+retried a bounded number of times; if the file stays locked, or the disk is full, `AtomicWriteError`
+is raised, the previous file is left intact, the temp file is removed, and the caller can report it
+and carry on with the next frame.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["AtomicWriteError", "atomic_write_bytes", "FrameTimings", "FrameWriter"]
+
+
+class AtomicWriteError(OSError):
+    """A file could not be replaced (locked by a reader for too long, disk full, no permission).
+    The previous file at `path` is intact. `reason` says why in words."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"could not write {path}: {reason}; the previous file is kept")
+        self.path, self.reason = Path(path), reason
+
+
+def _write_all(fd: int, data: bytes, write: Callable[[int, memoryview], int]) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[write(fd, view):]
+
+
+def _describe(err: OSError) -> str:
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return f"disk full ({err})"
+    return str(err)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, retries: int = 20, delay: float = 0.01,
+                       replace: Callable[[str, str], None] = os.replace,
+                       write: Callable[[int, memoryview], int] = os.write) -> None:
+    """Write `data` to `path` atomically. The folder is (re)created if missing. `os.replace` is tried
+    up to `retries` times, `delay` seconds apart, while it raises PermissionError (at most about
+    retries*delay = 0.2 s of waiting by default). `replace` and `write` are seams for tests (same
+    signatures as os.replace and os.write). Raises AtomicWriteError; never leaves a temp file behind."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except FileNotFoundError:
+        try:  # the output folder was deleted while running: recreate it
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as e:
+            raise AtomicWriteError(path, f"cannot create a temp file in {path.parent}: {_describe(e)}") from e
+    except OSError as e:
+        raise AtomicWriteError(path, f"cannot create a temp file in {path.parent}: {_describe(e)}") from e
+    try:
+        try:
+            _write_all(fd, data, write)
+        finally:
+            os.close(fd)
+        attempts = max(1, retries)
+        for attempt in range(attempts):
+            try:
+                replace(tmp, str(path))
+                return
+            except PermissionError as e:  # a reader holds `path` without FILE_SHARE_DELETE (Windows)
+                last = e
+                if attempt + 1 < attempts:
+                    time.sleep(delay)
+        raise AtomicWriteError(path, f"still locked by another program after {attempts} attempts over "
+                                     f"{(attempts - 1) * delay:.2f} s ({last})") from last
+    except AtomicWriteError:
+        raise
+    except OSError as e:
+        raise AtomicWriteError(path, _describe(e)) from e
+    finally:
+        try:
+            os.unlink(tmp)  # only still there when something failed
+        except OSError:
+            pass
+
+
+@dataclass(frozen=True)
+class FrameTimings:
+    encode_ms: float  # PNG encode of the frame, once
+    write_ms: float   # ring file + current_frame.png (+ history) writes, retries included
+    nbytes: int       # PNG size
+
+
+class FrameWriter:
+    """Writes numbered frames as PNG into output_dir (layout in the module docstring).
+
+    output_dir: created if missing; png_compression: zlib level 0..9 (1 ~3x faster than 6);
+    ring_size: >= 2 ring files; history_keep: newest history frames kept, 0 = no history."""
+
+    def __init__(self, output_dir: Path, *, png_compression: int = 1, ring_size: int = 3, history_keep: int = 0,
+                 retries: int = 20, delay: float = 0.01, replace: Callable[[str, str], None] = os.replace):
+        if ring_size < 2:
+            raise ValueError(f"ring_size must be >= 2, got {ring_size}")
+        self.output_dir = Path(output_dir)
+        self.ring_size = ring_size
+        self._write_options = {"retries": retries, "delay": delay, "replace": replace}  # replace: a test seam
+        self.png_compression, self.history_keep = 1, 0
+        self.configure(png_compression=png_compression, history_keep=history_keep)
+        self.current_path = self.output_dir / "current_frame.png"
+        self.frames_dir = self.output_dir / "frames"
+        self.history_dir = self.output_dir / "history"
+        self.frames_dir.mkdir(parents=True, exist_ok=True)
+        self.last_timings: FrameTimings | None = None
+        # History files in write order, oldest first: seeded once from disk (a previous run's frames
+        # count against the limit), then kept in memory so pruning never lists the folder again.
+        self._history: dict[Path, None] = {}
+        if self.history_dir.is_dir():
+            self._history = dict.fromkeys(sorted(self.history_dir.glob("frame_*.png")))
+
+    def configure(self, *, png_compression: int | None = None, history_keep: int | None = None) -> None:
+        """Apply live config edits (display.png_compression 0..9, display.history_keep >= 0)."""
+        if png_compression is not None:
+            if not 0 <= png_compression <= 9:
+                raise ValueError(f"png_compression must be 0..9, got {png_compression}")
+            self.png_compression = png_compression
+        if history_keep is not None:
+            if history_keep < 0:
+                raise ValueError(f"history_keep must be >= 0, got {history_keep}")
+            self.history_keep = history_keep
+
+    def encode(self, frame: np.ndarray | Image.Image) -> bytes:
+        """uint8 [H, W, 3] array (RGB) or a PIL image -> PNG bytes."""
+        if isinstance(frame, np.ndarray):
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise ValueError(f"frame must be uint8 [H, W, 3], got {frame.dtype} {list(frame.shape)}")
+            image = Image.fromarray(frame, "RGB")
+        elif isinstance(frame, Image.Image):
+            image = frame if frame.mode in ("RGB", "RGBA", "L") else frame.convert("RGB")
+        else:
+            raise TypeError(f"frame must be a numpy array or a PIL image, got {type(frame).__name__}")
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=self.png_compression)
+        return buffer.getvalue()
+
+    def ring_path(self, index: int) -> Path:
+        return self.frames_dir / f"frame_{index % self.ring_size}.png"
+
+    def write(self, frame: np.ndarray | Image.Image, index: int) -> Path:
+        """Encode once, write the ring file, then replace current_frame.png (then history).
+        Returns the ring file's path; timings in `self.last_timings`. Raises AtomicWriteError
+        (the previous frame stays on screen) or ValueError/TypeError for a malformed frame."""
+        start = time.perf_counter()
+        data = self.encode(frame)
+        encoded = time.perf_counter()
+        ring = self.ring_path(index)
+        atomic_write_bytes(ring, data, **self._write_options)
+        atomic_write_bytes(self.current_path, data, **self._write_options)
+        if self.history_keep > 0:
+            self._write_history(data, index)
+        self.last_timings = FrameTimings((encoded - start) * 1e3, (time.perf_counter() - encoded) * 1e3, len(data))
+        return ring
+
+    def _write_history(self, data: bytes, index: int) -> None:
+        path = self.history_dir / f"frame_{index:08d}.png"
+        atomic_write_bytes(path, data, **self._write_options)
+        self._history.pop(path, None)  # an index written again (restart from 0) moves to the newest end
+        self._history[path] = None
+        while len(self._history) > self.history_keep:
+            oldest = next(iter(self._history))
+            del self._history[oldest]
+            try:
+                oldest.unlink()
+            except OSError:
+                pass  # already gone, or briefly locked by a viewer: not worth stopping the show

@@ -1,0 +1,336 @@
+"""backend/config.py: defaults, canonical keys, validation messages, file loading, live reload."""
+
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backend.config import (RESTART_ONLY, Config, ConfigError, ConfigWatcher, changed_keys, load_config,
+                            parse_config, parse_config_text, with_overrides)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def problems_of(data, **kwargs) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, **kwargs)
+    return info.value.problems
+
+
+def test_empty_config_gives_the_documented_defaults(tmp_path):
+    config = parse_config({}, base_dir=tmp_path)
+    assert config.generation.mode == "hybrid"
+    assert config.generation.resolution == (512, 512)
+    assert config.generation.hybrid.interpolation_frames == "auto"
+    assert config.display.png_compression == 1
+    assert config.display.output_dir == tmp_path / "output"
+    assert config.keyframes.prompts[0].prompt
+
+
+def test_empty_sections_and_empty_file_mean_all_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("generation:\ndisplay:\n", encoding="utf-8")
+    assert load_config(path) == parse_config({}, base_dir=tmp_path)
+    path.write_text("", encoding="utf-8")
+    assert load_config(path) == parse_config({}, base_dir=tmp_path)
+
+
+def test_shipped_config_yaml_is_valid_and_states_every_default():
+    assert load_config(REPO / "config.yaml") == parse_config({}, base_dir=REPO)
+
+
+def test_shipped_config_yaml_names_every_key():
+    data = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    flat = set()
+
+    def walk(obj, prefix=""):
+        for key, value in obj.items():
+            if isinstance(value, dict) and key != "node_ids":
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat.add(f"{prefix}{key}")
+    walk(data)
+    from backend.config_checks import flatten as _flatten
+    assert flat == set(_flatten(Config()))
+
+
+def test_every_canonical_key_is_read():
+    config = parse_config({
+        "generation": {"mode": "img2img", "resolution": [640, 384], "hybrid": {
+            "interpolation_frames": 12, "keyframe_denoise": 0.3, "use_vae_interpolation": False,
+            "interpolation_method": "linear", "easing": "cosine"}},
+        "comfyui": {"url": "http://127.0.0.1:8000/", "checkpoint": "x.safetensors", "node_ids": {"image": 12},
+                    "request_timeout": 5, "job_timeout": 60},
+        "keyframes": {"prompts": ["a cat", {"prompt": "a dog", "negative": "blur"}], "prompt_period": 3,
+                      "steps": 8, "cfg": 4.5, "sampler": "dpmpp_2m", "scheduler": "karras",
+                      "seed": {"policy": "increment", "value": 42}},
+        "vae": {"kind": "tiny", "family": "sd1", "device": "cuda:1", "dtype": "float16", "max_batch": 4},
+        "display": {"fps": 24, "png_compression": 0, "history_keep": 100, "ring_size": 4, "show_raw_keyframes": True},
+        "control": {"file": None}, "logging": {"level": "debug", "file": None, "max_bytes": 20000, "backups": 0}})
+    g = config.generation
+    assert (g.mode, g.resolution, g.in_betweens) == ("img2img", (640, 384), 0)
+    assert g.hybrid == type(g.hybrid)(12, 0.3, False, "linear", "cosine")
+    assert config.comfyui.url == "http://127.0.0.1:8000" and config.comfyui.node_ids == {"image": "12"}
+    assert [p.prompt for p in config.keyframes.prompts] == ["a cat", "a dog"]
+    assert config.keyframes.prompts[1].negative == "blur"
+    assert config.keyframes.seed.policy == "increment" and config.keyframes.seed.value == 42
+    assert config.vae.device == "cuda:1" and config.vae.kind == "tiny"
+    assert config.display.fps == 24.0 and config.display.ring_size == 4
+    assert config.control.file is None and config.logging.level == "DEBUG"
+
+
+def test_in_betweens_follows_interpolation_frames_in_hybrid_mode():
+    config = parse_config({"generation": {"hybrid": {"interpolation_frames": 7}}})
+    assert config.generation.in_betweens == 7
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parse_config({}).display.fps = 3  # type: ignore[misc]
+
+
+def test_config_rejects_unknown_key_and_suggests_the_close_one():
+    problems = problems_of({"display": {"fsp": 10}, "generaton": {}})
+    assert any(p.startswith("display.fsp: unknown key") and "'fps'" in p for p in problems)
+    assert any(p.startswith("generaton: unknown key") and "'generation'" in p for p in problems)
+
+
+@pytest.mark.parametrize("data, key_path", [
+    ({"generation": {"mode": "video"}}, "generation.mode"),
+    ({"generation": {"resolution": [500, 512]}}, "generation.resolution"),
+    ({"generation": {"resolution": [512]}}, "generation.resolution"),
+    ({"generation": {"resolution": "512x512"}}, "generation.resolution"),
+    ({"generation": {"resolution": [True, 512]}}, "generation.resolution"),
+    ({"generation": {"hybrid": {"interpolation_frames": -1}}}, "generation.hybrid.interpolation_frames"),
+    ({"generation": {"hybrid": {"interpolation_frames": "many"}}}, "generation.hybrid.interpolation_frames"),
+    ({"generation": {"hybrid": {"interpolation_frames": 2.5}}}, "generation.hybrid.interpolation_frames"),
+    ({"generation": {"hybrid": {"keyframe_denoise": 1.5}}}, "generation.hybrid.keyframe_denoise"),
+    ({"generation": {"hybrid": {"keyframe_denoise": float("nan")}}}, "generation.hybrid.keyframe_denoise"),
+    ({"generation": {"hybrid": {"use_vae_interpolation": "yes"}}}, "generation.hybrid.use_vae_interpolation"),
+    ({"generation": {"hybrid": {"interpolation_method": "cubic"}}}, "generation.hybrid.interpolation_method"),
+    ({"generation": {"hybrid": {"easing": "bounce"}}}, "generation.hybrid.easing"),
+    ({"comfyui": {"url": "localhost:8188"}}, "comfyui.url"),
+    ({"comfyui": {"workflow": "missing.json"}}, "comfyui.workflow"),
+    ({"comfyui": {"node_ids": ["a"]}}, "comfyui.node_ids"),
+    ({"comfyui": {"request_timeout": 0}}, "comfyui.request_timeout"),
+    ({"keyframes": {"source": "web"}}, "keyframes.source"),
+    ({"keyframes": {"folder": "no/such/folder"}}, "keyframes.folder"),
+    ({"keyframes": {"start_image": "no_such.png"}}, "keyframes.start_image"),
+    ({"keyframes": {"prompts": []}}, "keyframes.prompts"),
+    ({"keyframes": {"prompts": [{"prompt": "x", "negativ": "y"}]}}, "keyframes.prompts"),
+    ({"keyframes": {"prompt_period": 0}}, "keyframes.prompt_period"),
+    ({"keyframes": {"steps": True}}, "keyframes.steps"),
+    ({"keyframes": {"cfg": "high"}}, "keyframes.cfg"),
+    ({"keyframes": {"sampler": ""}}, "keyframes.sampler"),
+    ({"keyframes": {"seed": {"policy": "lucky"}}}, "keyframes.seed.policy"),
+    ({"keyframes": {"seed": {"value": -1}}}, "keyframes.seed.value"),
+    ({"keyframes": {"seed": 5}}, "keyframes.seed"),
+    ({"vae": {"kind": "big"}}, "vae.kind"),
+    ({"vae": {"device": "gpu"}}, "vae.device"),
+    ({"vae": {"dtype": "fp8"}}, "vae.dtype"),
+    ({"vae": {"family": "sd2"}}, "vae.family"),
+    ({"vae": {"max_batch": 0}}, "vae.max_batch"),
+    ({"display": {"fps": 0}}, "display.fps"),
+    ({"display": {"png_compression": 10}}, "display.png_compression"),
+    ({"display": {"history_keep": -5}}, "display.history_keep"),
+    ({"display": {"ring_size": 1}}, "display.ring_size"),
+    ({"display": {"output_dir": None}}, "display.output_dir"),
+    ({"display": {"show_raw_keyframes": 1}}, "display.show_raw_keyframes"),
+    ({"logging": {"level": "LOUD"}}, "logging.level"),
+    ({"logging": {"max_bytes": 10}}, "logging.max_bytes"),
+    ({"keyframes": {"source": "folder"}}, "keyframes.folder"),
+    ({"display": [1, 2]}, "display"),
+])
+def test_config_rejects_invalid_value_naming_its_key_path(data, key_path, tmp_path):
+    problems = problems_of(data, base_dir=tmp_path)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(key_path + ":"), problems
+
+
+def test_all_problems_are_reported_at_once_in_one_message_naming_the_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("display:\n  fps: -1\n  png_compression: 12\nvae:\n  kind: huge\nextra: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert len(info.value.problems) == 4
+    message = str(info.value)
+    assert str(path) in message
+    for key in ("display.fps", "display.png_compression", "vae.kind", "extra"):
+        assert key in message
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("display:\n  fps: 10\n  output_dir: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "line " in str(info.value) and "column " in str(info.value) and str(path) in str(info.value)
+
+
+def test_duplicate_key_is_rejected():
+    with pytest.raises(ConfigError, match="duplicate key 'fps'"):
+        parse_config_text("display:\n  fps: 10\n  fps: 20\n")
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "conf"
+    (folder / "pics").mkdir(parents=True)
+    (folder / "start.png").write_bytes(b"x")
+    (folder / "flow.json").write_text("{}")
+    (folder / "c.yaml").write_text(
+        "keyframes: {source: folder, folder: pics, start_image: ./start.png}\n"
+        "display: {output_dir: ../out}\ncomfyui: {workflow: flow.json}\n"
+        "vae: {source: weights/vae.safetensors}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path("conf/c.yaml"))
+    assert config.keyframes.folder == folder / "pics"
+    assert config.keyframes.start_image == folder / "start.png"
+    assert config.display.output_dir == tmp_path / "out"
+    assert config.comfyui.workflow == str(folder / "flow.json")
+    assert config.vae.source == str(folder / "weights" / "vae.safetensors")
+    assert config.logging.file == folder / "output" / "reverie.log"
+
+
+def test_hugging_face_id_in_vae_source_is_kept_as_is(tmp_path):
+    config = parse_config({"vae": {"source": "stabilityai/sd-vae-ft-mse"}}, base_dir=tmp_path)
+    assert config.vae.source == "stabilityai/sd-vae-ft-mse"
+
+
+def test_overrides_set_fps_and_source(tmp_path):
+    base = parse_config({}, base_dir=tmp_path)
+    config = with_overrides(base, fps=24, source=str(tmp_path))
+    assert config.display.fps == 24.0
+    assert (config.keyframes.source, config.keyframes.folder) == ("folder", tmp_path.absolute())
+    assert with_overrides(base) == base
+    with pytest.raises(ConfigError) as info:
+        with_overrides(base, fps=0, source="folder")
+    assert [p.split(":")[0] for p in info.value.problems] == ["--fps", "--source folder"]
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+    st = path.stat()  # make sure the mtime moves even on coarse clocks
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_watcher_picks_up_a_valid_edit_within_its_poll_interval(tmp_path):
+    path = tmp_path / "c.yaml"
+    write(path, "display: {fps: 10}\n")
+    clock = FakeClock()
+    watcher = ConfigWatcher(path, load_config(path), interval=0.5, clock=clock)
+    write(path, "display: {fps: 20}\ngeneration: {hybrid: {interpolation_frames: 4}}\n")
+    assert watcher.poll() is None  # not yet: at most one stat per interval
+    clock.now += 0.5
+    new = watcher.poll()
+    assert new is not None and new.display.fps == 20.0 and new.generation.hybrid.interpolation_frames == 4
+    clock.now += 1
+    assert watcher.poll() is None  # no further edit, nothing new
+
+
+def test_watcher_with_the_real_clock_applies_an_edit_within_a_second(tmp_path):
+    path = tmp_path / "c.yaml"
+    write(path, "display: {fps: 10}\n")
+    watcher = ConfigWatcher(path, load_config(path), interval=0.2)
+    write(path, "display: {fps: 12}\n")
+    deadline, new = time.monotonic() + 1.0, None
+    while new is None and time.monotonic() < deadline:
+        new = watcher.poll()
+        time.sleep(0.01)
+    assert new is not None and new.display.fps == 12.0
+
+
+def test_watcher_keeps_the_running_config_on_an_invalid_edit(tmp_path, caplog):
+    path = tmp_path / "c.yaml"
+    write(path, "display: {fps: 10}\n")
+    clock = FakeClock()
+    watcher = ConfigWatcher(path, load_config(path), interval=0.5, clock=clock)
+    write(path, "display: {fps: -3, png_compresion: 1}\n")
+    clock.now += 1
+    with caplog.at_level(logging.WARNING):
+        assert watcher.poll() is None
+    assert "display.fps" in caplog.text and "png_compression" in caplog.text
+    assert watcher.current.display.fps == 10.0
+
+
+def test_watcher_reports_restart_only_keys_and_does_not_apply_them(tmp_path, caplog):
+    path = tmp_path / "c.yaml"
+    write(path, "display: {fps: 10}\n")
+    clock = FakeClock()
+    watcher = ConfigWatcher(path, load_config(path), interval=0.5, clock=clock)
+    write(path, "display: {fps: 15, output_dir: elsewhere}\nvae: {kind: tiny}\ngeneration: {resolution: [256, 256]}\n")
+    clock.now += 1
+    with caplog.at_level(logging.WARNING):
+        new = watcher.poll()
+    assert new is not None and new.display.fps == 15.0
+    assert new.display.output_dir == tmp_path / "output" and new.vae.kind == "kl"
+    assert new.generation.resolution == (512, 512)
+    for key in ("display.output_dir", "vae.kind", "generation.resolution"):
+        assert key in caplog.text
+    assert "restart" in caplog.text
+
+
+def test_restart_only_keys_name_real_config_keys():
+    from backend.config_checks import flatten as _flatten
+    keys = set(_flatten(Config()))
+    for entry in RESTART_ONLY:
+        assert any(k == entry or k.startswith(entry + ".") for k in keys), entry
+
+
+def test_changed_keys_lists_dotted_paths():
+    a = parse_config({})
+    b = parse_config({"display": {"fps": 3}, "keyframes": {"seed": {"value": 9}}})
+    assert changed_keys(a, b) == ["keyframes.seed.value", "display.fps"]
+
+
+yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12))
+structures = st.recursive(yaml_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4),
+    st.dictionaries(st.one_of(st.sampled_from(["generation", "display", "hybrid", "fps", "resolution",
+                                                "prompts", "seed", "vae", "keyframes", "folder", "mode",
+                                                "interpolation_frames", "output_dir", "source"]),
+                              st.text(max_size=8), st.integers()), inner, max_size=5)), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(structures)
+def test_parse_config_returns_config_or_config_error_for_any_structure(data):
+    try:
+        assert isinstance(parse_config(data), Config)
+    except ConfigError as e:
+        assert e.problems
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abdefgimnoprstuvy:-[]{},.'\"&*!|>#@% \n\t0123456789")), max_size=80))
+def test_parse_config_text_returns_config_or_config_error_for_any_text(text):
+    try:
+        assert isinstance(parse_config_text("display:\n  " + text), Config)
+    except ConfigError as e:
+        assert e.problems
+
+
+def test_config_status_and_frame_writer_do_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys, backend.config, backend.status, backend.frame_writer; "
+            "sys.exit('torch' in sys.modules or 'diffusers' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

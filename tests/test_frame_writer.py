@@ -1,0 +1,180 @@
+"""backend/frame_writer.py: atomic replace, Windows-style lock retries, disk full, ring, history."""
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.frame_writer import AtomicWriteError, FrameWriter, atomic_write_bytes
+
+
+def frame(value: int, size=(32, 48)) -> np.ndarray:
+    return np.full((size[0], size[1], 3), value, dtype=np.uint8)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+class LockedReplace:
+    """os.replace that fails like Windows while a reader holds the target, `times` times."""
+
+    def __init__(self, times: float):
+        self.times, self.calls = times, 0
+
+    def __call__(self, src: str, dst: str) -> None:
+        self.calls += 1
+        if self.calls <= self.times:
+            raise PermissionError(13, "The process cannot access the file because it is being used", dst)
+        os.replace(src, dst)
+
+
+def test_atomic_write_leaves_a_complete_file_and_no_temp(tmp_path):
+    target = tmp_path / "current_frame.png"
+    atomic_write_bytes(target, b"old")
+    atomic_write_bytes(target, b"new contents")
+    assert target.read_bytes() == b"new contents"
+    assert leftovers(tmp_path) == []
+
+
+def test_written_frame_is_a_complete_png_with_the_same_pixels(tmp_path):
+    writer = FrameWriter(tmp_path)
+    picture = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    ring = writer.write(picture, 0)
+    for path in (ring, tmp_path / "current_frame.png"):
+        with Image.open(path) as image:
+            image.load()
+            assert np.array_equal(np.asarray(image.convert("RGB")), picture)
+    assert writer.last_timings.encode_ms >= 0 and writer.last_timings.nbytes == ring.stat().st_size
+
+
+def test_permission_error_a_few_times_then_success_writes_the_file(tmp_path):
+    target = tmp_path / "f.png"
+    locked = LockedReplace(times=3)
+    atomic_write_bytes(target, b"data", retries=5, delay=0.001, replace=locked)
+    assert locked.calls == 4 and target.read_bytes() == b"data"
+    assert leftovers(tmp_path) == []
+
+
+def test_permission_error_forever_raises_a_clear_error_and_keeps_the_old_file(tmp_path):
+    target = tmp_path / "f.png"
+    target.write_bytes(b"old frame")
+    locked = LockedReplace(times=float("inf"))
+    with pytest.raises(AtomicWriteError) as info:
+        atomic_write_bytes(target, b"new frame", retries=4, delay=0.001, replace=locked)
+    assert locked.calls == 4
+    assert "locked by another program" in str(info.value) and str(target) in str(info.value)
+    assert isinstance(info.value.__cause__, PermissionError)
+    assert target.read_bytes() == b"old frame"
+    assert leftovers(tmp_path) == []
+
+
+def test_disk_full_while_writing_keeps_the_old_file_and_removes_the_temp(tmp_path):
+    target = tmp_path / "f.png"
+    target.write_bytes(b"old frame")
+
+    def write_until_full(fd, data):
+        if len(data) > 4:  # the first chunk lands on disk, then the volume is full
+            return os.write(fd, data[:4])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(AtomicWriteError, match="disk full"):
+        atomic_write_bytes(target, b"a much longer new frame", write=write_until_full)
+    assert target.read_bytes() == b"old frame"
+    assert leftovers(tmp_path) == []
+
+
+def test_frame_writer_reports_a_locked_current_frame_and_goes_on_with_the_next(tmp_path):
+    reader_holds_current = True
+
+    def replace(src, dst):
+        if reader_holds_current and Path(dst).name == "current_frame.png":
+            raise PermissionError(13, "Access is denied", dst)
+        os.replace(src, dst)
+
+    writer = FrameWriter(tmp_path, retries=2, delay=0.001, replace=replace)
+    reader_holds_current = False
+    writer.write(frame(10), 0)
+    old = (tmp_path / "current_frame.png").read_bytes()
+    reader_holds_current = True
+    with pytest.raises(AtomicWriteError):
+        writer.write(frame(20), 1)
+    assert (tmp_path / "current_frame.png").read_bytes() == old
+    reader_holds_current = False
+    writer.write(frame(30), 2)
+    with Image.open(tmp_path / "current_frame.png") as image:
+        assert image.getpixel((0, 0)) == (30, 30, 30)
+    assert leftovers(tmp_path) == [] and leftovers(tmp_path / "frames") == []
+
+
+def test_output_folder_deleted_while_running_is_recreated(tmp_path):
+    out = tmp_path / "out"
+    writer = FrameWriter(out, history_keep=2)
+    writer.write(frame(1), 0)
+    shutil.rmtree(out)
+    ring = writer.write(frame(2), 1)
+    assert ring.is_file() and (out / "current_frame.png").is_file()
+    assert (out / "history" / "frame_00000001.png").is_file()
+
+
+def test_ring_rotates_through_ring_size_files(tmp_path):
+    writer = FrameWriter(tmp_path, ring_size=3)
+    paths = [writer.write(frame(i), i) for i in range(7)]
+    assert [p.name for p in paths] == ["frame_0.png", "frame_1.png", "frame_2.png"] * 2 + ["frame_0.png"]
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["frame_0.png", "frame_1.png", "frame_2.png"]
+    with Image.open(tmp_path / "frames" / "frame_1.png") as image:
+        assert image.getpixel((0, 0)) == (4, 4, 4)  # index 4 overwrote slot 1
+
+
+def test_history_keeps_only_the_newest_frames(tmp_path):
+    writer = FrameWriter(tmp_path, history_keep=3)
+    for i in range(10):
+        writer.write(frame(i), i)
+    names = sorted(p.name for p in (tmp_path / "history").iterdir())
+    assert names == ["frame_00000007.png", "frame_00000008.png", "frame_00000009.png"]
+
+
+def test_history_limit_counts_frames_left_by_a_previous_run(tmp_path):
+    first = FrameWriter(tmp_path, history_keep=5)
+    for i in range(5):
+        first.write(frame(i), i)
+    second = FrameWriter(tmp_path, history_keep=2)
+    second.write(frame(99), 100)
+    names = sorted(p.name for p in (tmp_path / "history").iterdir())
+    assert names == ["frame_00000004.png", "frame_00000100.png"]
+
+
+def test_history_off_by_default_writes_no_history_folder(tmp_path):
+    FrameWriter(tmp_path).write(frame(5), 0)
+    assert not (tmp_path / "history").exists()
+
+
+def test_png_compression_level_changes_the_encoding_not_the_pixels(tmp_path):
+    picture = np.tile(np.arange(64, dtype=np.uint8), (64, 1))[..., None].repeat(3, axis=2)
+    writer = FrameWriter(tmp_path, png_compression=0)
+    raw = writer.encode(picture)
+    writer.configure(png_compression=9)
+    small = writer.encode(picture)
+    assert len(small) < len(raw)
+    assert writer.png_compression == 9
+
+
+@pytest.mark.parametrize("bad", [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.float32),
+                                 np.zeros((8, 8, 4), np.uint8), "not an image"])
+def test_malformed_frames_are_rejected_before_anything_is_written(tmp_path, bad):
+    writer = FrameWriter(tmp_path)
+    with pytest.raises((ValueError, TypeError)):
+        writer.write(bad, 0)
+    assert not (tmp_path / "current_frame.png").exists()
+
+
+def test_pil_images_of_other_modes_are_accepted(tmp_path):
+    writer = FrameWriter(tmp_path)
+    writer.write(Image.new("P", (16, 8)), 0)
+    writer.write(Image.new("RGBA", (16, 8), (1, 2, 3, 255)), 1)
+    with Image.open(tmp_path / "current_frame.png") as image:
+        assert image.size == (16, 8)
