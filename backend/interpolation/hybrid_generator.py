@@ -52,6 +52,7 @@ class Frame:
     kind: str                # "keyframe" (j == 0) | "inbetween"
     segment_frames: int      # N_s + 1
     keyframe: Any = None     # the source's keyframe object on j == 0 frames, else None
+    keyframe_image: Any = None  # K_s fitted to the resolution (PIL RGB) on j == 0 frames, else None
 
 
 @dataclass
@@ -164,10 +165,10 @@ class HybridGenerator:
             return None
         if self._j == 0:
             pixels, kind = self._keyframe_pixels(self._current), "keyframe"
-            keyframe = self._current.keyframe
+            keyframe, fitted = self._current.keyframe, self._current.image
         else:
-            pixels, kind, keyframe = self._inbetween_pixels(), "inbetween", None
-        frame = Frame(pixels, self._index, self._segment, self._j, kind, self._n + 1, keyframe)
+            pixels, kind, keyframe, fitted = self._inbetween_pixels(), "inbetween", None, None
+        frame = Frame(pixels, self._index, self._segment, self._j, kind, self._n + 1, keyframe, fitted)
         self._index += 1
         self._j += 1
         return frame
@@ -201,7 +202,10 @@ class HybridGenerator:
 
     # -- pixels ------------------------------------------------------------------------------
     def _vae(self) -> bool:
-        return self.settings.mode == "hybrid" and self.settings.use_vae_interpolation
+        # Without an encoder (started in crossfade or img2img mode) a live switch to VAE
+        # interpolation cannot apply until restart: keep crossfading.
+        return (self._encoder is not None and self.settings.mode == "hybrid"
+                and self.settings.use_vae_interpolation)
 
     def _latent(self, key: _Key) -> torch.Tensor:
         if key.latent is None:

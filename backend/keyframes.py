@@ -1,0 +1,233 @@
+"""Keyframe sources: ComfyUI img2img of the previous keyframe (the dream's feedback loop), or a
+folder of images morphed in turn. Both answer `next_keyframe(previous) -> Keyframe`, called from
+the keyframe worker thread, and `close()` from any thread to abort a wait on shutdown.
+
+No torch here: sources only talk to ComfyUI (through backend.comfyui) or read files.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from backend.comfyui.errors import ComfyError, ComfyUnavailable, WorkflowRejected
+from backend.images import fit_cover
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+class KeyframeSourceError(RuntimeError):
+    """A problem the user must fix (empty folder, workflow the server rejects); one sentence."""
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    image: Image.Image        # RGB, as the source made it (the schedule fits it to the resolution)
+    seconds: float = 0.0      # generation time in seconds; 0 for loaded images
+    prompt: str = ""          # positive prompt it was made with ("" for loaded images)
+    seed: int | None = None   # sampler seed, None for loaded images
+    generated: bool = True    # False for loaded images: they do not count as keyframe latency
+    origin: str = ""          # "txt2img" | "img2img" | "start_image" | "skipped" | a file name
+
+
+class PromptRotation:
+    """Cycles `prompts` (objects with .prompt / .negative), `period` keyframes each."""
+
+    def __init__(self, prompts, period: int) -> None:
+        self.prompts, self.period = tuple(prompts), period
+        self.index, self._made = 0, 0
+
+    @property
+    def current(self):
+        return self.prompts[self.index % len(self.prompts)]
+
+    def made_one(self) -> None:
+        self._made += 1
+        if self._made >= self.period:
+            self.skip()
+
+    def skip(self) -> None:
+        self.index, self._made = (self.index + 1) % len(self.prompts), 0
+
+
+class SeedPolicy:
+    """`random` -> a fresh seed each keyframe; `fixed` -> value; `increment` -> value, value+1, ..."""
+
+    def __init__(self, policy: str, value: int = 0, rng: random.Random | None = None) -> None:
+        self.policy, self.value, self._rng, self._count = policy, value, rng or random.Random(), 0
+
+    def next(self) -> int:
+        if self.policy == "fixed":
+            return self.value
+        if self.policy == "increment":
+            self._count += 1
+            return (self.value + self._count - 1) % 2**64
+        return self.fresh()
+
+    def fresh(self) -> int:
+        return self._rng.randrange(2**32)
+
+
+class ComfyUISource:
+    """K_0 = the start image (or txt2img when none); K_{n+1} = img2img(K_n) via ComfyUI.
+
+    A failed keyframe is retried with a new seed `attempts` times and then skipped (the previous
+    image is reused, so the dream holds still for one segment): never fatal. While ComfyUI is
+    unreachable `state` is "unavailable" and the source retries with backoff (0.5 s doubling to
+    `max_backoff`) until it is back. `generator` is a backend.comfyui KeyframeGenerator.
+    """
+
+    def __init__(self, generator, *, prompts, prompt_period: int, seed: SeedPolicy, denoise: float,
+                 start_image: Image.Image | None = None, attempts: int = 3, max_backoff: float = 10.0,
+                 preflight_done: bool = False) -> None:
+        self.generator = generator
+        self.rotation = PromptRotation(prompts, prompt_period)
+        self.seeds, self.denoise, self.start_image = seed, denoise, start_image
+        self.attempts, self.max_backoff = attempts, max_backoff
+        self.state = "connected" if preflight_done else "starting"  # | "unavailable"
+        self.last_error = ""
+        self._preflight_done = preflight_done
+        self._fresh = False
+        self._closed = threading.Event()
+
+    @property
+    def prompt(self) -> str:
+        return self.rotation.current.prompt
+
+    def update(self, *, prompts, prompt_period: int, seed: SeedPolicy, denoise: float) -> None:
+        """Live config edit: new prompts/seed policy/denoise apply from the next keyframe."""
+        if tuple(prompts) != self.rotation.prompts or prompt_period != self.rotation.period:
+            self.rotation = PromptRotation(prompts, prompt_period)
+        if (seed.policy, seed.value) != (self.seeds.policy, self.seeds.value):
+            self.seeds = seed
+        self.denoise = denoise
+
+    def next_prompt(self) -> None:
+        self.rotation.skip()
+
+    def new_keyframe(self) -> None:
+        """The next keyframe starts over from txt2img with a fresh seed instead of img2img."""
+        self._fresh = True
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def next_keyframe(self, previous: Image.Image | None) -> Keyframe | None:
+        """Blocks until ComfyUI made the keyframe; None once `close()` was called."""
+        fresh, self._fresh = self._fresh, False
+        if previous is None and self.start_image is not None and not fresh:
+            return Keyframe(self.start_image, generated=False, origin="start_image")
+        source = None if fresh else previous
+        seed = self.seeds.fresh() if fresh else self.seeds.next()
+        failures, backoff = 0, 0.5
+        while not self._closed.is_set():
+            prompt = self.rotation.current
+            try:
+                self._preflight()
+                result = self.generator.generate_keyframe(source, prompt.prompt, prompt.negative, seed,
+                                                          self.denoise)
+            except ComfyUnavailable as exc:
+                self._set_state("unavailable", f"ComfyUI is not reachable: {exc}")
+                if self._closed.wait(backoff):
+                    return None
+                backoff = min(self.max_backoff, backoff * 2)
+                continue
+            except WorkflowRejected as exc:
+                if not self._preflight_done:
+                    raise KeyframeSourceError(_rejected(exc)) from None
+                failures, error = failures + 1, _rejected(exc)
+            except ComfyError as exc:
+                failures, error = failures + 1, f"{type(exc).__name__}: {exc}"
+            else:
+                self._set_state("connected", "")
+                self.rotation.made_one()
+                origin = "txt2img" if source is None else "img2img"
+                return Keyframe(result.image, result.seconds, prompt.prompt, seed, True, origin)
+            self.last_error = error
+            if failures >= self.attempts and source is not None:
+                log.warning("keyframe failed %d times (%s); skipping it", failures, error)
+                return Keyframe(source, 0.0, prompt.prompt, seed, False, "skipped")
+            log.warning("keyframe failed (%s); retrying with a new seed", error)
+            seed = self.seeds.fresh()
+            if self._closed.wait(min(self.max_backoff, 0.25 * failures)):
+                return None
+        return None
+
+    def _preflight(self) -> None:
+        if not self._preflight_done:
+            self.generator.preflight()  # ComfyUnavailable / WorkflowRejected propagate
+            self._preflight_done = True
+
+    def _set_state(self, state: str, error: str) -> None:
+        if state != self.state:
+            (log.warning if state == "unavailable" else log.info)(
+                "ComfyUI %s%s", state, f": {error}" if error else "")
+        self.state = state
+        if error:
+            self.last_error = error
+
+
+def _rejected(exc: WorkflowRejected) -> str:
+    lines = getattr(exc, "lines", None) or []
+    summary = getattr(exc, "summary", None) or str(exc)
+    return "; ".join([summary.rstrip(".:"), *lines])
+
+
+class FolderSource:
+    """Cycles the images of a folder in name order, fitted (cover-crop) to `resolution`.
+
+    Unreadable files are skipped with a warning; the folder is listed again at every wrap, so
+    images added while running join the cycle. No images at all -> KeyframeSourceError at once.
+    """
+
+    state = "not_used"
+    last_error = ""
+    prompt = ""
+
+    def __init__(self, folder: Path, resolution: tuple[int, int]) -> None:
+        self.folder, self.resolution = Path(folder), tuple(resolution)
+        self._files = self._list()
+        if not self._files:
+            raise KeyframeSourceError(
+                f"No images found in {self.folder} (looked for {', '.join(IMAGE_SUFFIXES)}).")
+        self._next = 0
+
+    def _list(self) -> list[Path]:
+        try:
+            files = [p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        except OSError as exc:
+            raise KeyframeSourceError(f"Cannot read the image folder {self.folder}: {exc}.") from None
+        return sorted(files, key=lambda p: p.name.lower())
+
+    def next_keyframe(self, previous: Image.Image | None) -> Keyframe:
+        for _ in range(len(self._files)):
+            if self._next >= len(self._files):
+                self._files, self._next = self._list() or self._files, 0
+            path = self._files[self._next]
+            self._next += 1
+            try:
+                with Image.open(path) as image:
+                    fitted = fit_cover(image, self.resolution)
+            except (OSError, UnidentifiedImageError, ValueError) as exc:
+                log.warning("skipping unreadable image %s: %s", path.name, exc)
+                self.last_error = f"unreadable image {path.name}"
+                continue
+            return Keyframe(fitted, generated=False, origin=path.name)
+        raise KeyframeSourceError(f"None of the images in {self.folder} could be read.")
+
+    def next_prompt(self) -> None:
+        """Folders have no prompts: nothing to do."""
+
+    def new_keyframe(self) -> None:
+        """Skip the next image of the cycle."""
+        self._next += 1
+
+    def close(self) -> None:
+        """Nothing blocks in a folder read."""

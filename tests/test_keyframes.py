@@ -1,0 +1,227 @@
+"""Keyframe sources: the folder cycle, and the ComfyUI feedback loop's retry/backoff/rotation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.comfyui.errors import ComfyUnavailable, ExecutionFailed, WorkflowRejected
+from backend.keyframes import (ComfyUISource, FolderSource, KeyframeSourceError, PromptRotation,
+                               SeedPolicy)
+
+
+@dataclass(frozen=True)
+class P:
+    prompt: str
+    negative: str = "ugly"
+
+
+@dataclass(frozen=True)
+class Result:
+    image: Image.Image
+    seconds: float
+    prompt_id: str | None = None
+
+
+class ScriptedGenerator:
+    """Stands in for backend.comfyui.KeyframeGenerator: plays a script of outcomes per call."""
+
+    def __init__(self, script=(), preflight_error=None) -> None:
+        self.script = list(script)
+        self.calls: list[dict] = []
+        self.preflights = 0
+        self.preflight_error = preflight_error
+
+    def preflight(self) -> None:
+        self.preflights += 1
+        if self.preflight_error is not None:
+            raise self.preflight_error
+
+    def generate_keyframe(self, image, prompt, negative, seed, denoise):
+        self.calls.append(dict(image=image, prompt=prompt, negative=negative, seed=seed, denoise=denoise))
+        outcome = self.script.pop(0) if self.script else "ok"
+        if isinstance(outcome, Exception):
+            raise outcome
+        return Result(Image.new("RGB", (16, 16), (len(self.calls), 0, 0)), 0.5)
+
+
+def source(generator, **kw) -> ComfyUISource:
+    kw.setdefault("prompts", [P("a"), P("b")])
+    kw.setdefault("prompt_period", 2)
+    kw.setdefault("seed", SeedPolicy("increment", 10))
+    kw.setdefault("denoise", 0.4)
+    kw.setdefault("max_backoff", 0.02)
+    return ComfyUISource(generator, **kw)
+
+
+def image(color=(1, 2, 3), size=(16, 16)) -> Image.Image:
+    return Image.new("RGB", size, color)
+
+
+def test_first_keyframe_is_the_start_image_then_img2img_of_the_previous_one():
+    gen = ScriptedGenerator()
+    src = source(gen, start_image=image())
+    k0 = src.next_keyframe(None)
+    assert k0.origin == "start_image" and not k0.generated and gen.calls == []
+    k1 = src.next_keyframe(k0.image)
+    assert gen.calls[0]["image"] is k0.image and k1.origin == "img2img" and k1.generated
+    assert (k1.seconds, k1.prompt, k1.seed) == (0.5, "a", 10)
+    assert gen.calls[0]["denoise"] == 0.4
+
+
+def test_without_a_start_image_the_first_keyframe_is_txt2img():
+    gen = ScriptedGenerator()
+    k0 = source(gen).next_keyframe(None)
+    assert gen.calls[0]["image"] is None and k0.origin == "txt2img"
+
+
+def test_prompts_rotate_every_period_and_next_prompt_skips_ahead():
+    gen = ScriptedGenerator()
+    src = source(gen, prompts=[P("a"), P("b"), P("c")], prompt_period=2)
+    for _ in range(5):
+        src.next_keyframe(image())
+    assert [c["prompt"] for c in gen.calls] == ["a", "a", "b", "b", "c"]
+    src.next_prompt()
+    src.next_keyframe(image())
+    assert gen.calls[-1]["prompt"] == "a" and src.prompt == "a"
+
+
+@pytest.mark.parametrize("policy, expected", [("fixed", [7, 7, 7]), ("increment", [7, 8, 9])])
+def test_seed_policies(policy, expected):
+    seeds = SeedPolicy(policy, 7)
+    assert [seeds.next() for _ in range(3)] == expected
+
+
+def test_random_seeds_differ():
+    seeds = SeedPolicy("random")
+    assert len({seeds.next() for _ in range(5)}) == 5
+
+
+def test_a_failed_keyframe_is_retried_with_a_new_seed():
+    gen = ScriptedGenerator([ExecutionFailed("oom")])
+    keyframe = source(gen, seed=SeedPolicy("fixed", 5)).next_keyframe(image())
+    assert keyframe.generated and len(gen.calls) == 2
+    assert gen.calls[0]["seed"] == 5 and gen.calls[1]["seed"] != 5
+
+
+def test_a_keyframe_failing_every_attempt_is_skipped_not_fatal():
+    gen = ScriptedGenerator([ExecutionFailed("bad")] * 3)
+    src = source(gen, attempts=3)
+    previous = image()
+    keyframe = src.next_keyframe(previous)
+    assert keyframe.origin == "skipped" and keyframe.image is previous and not keyframe.generated
+    assert "bad" in src.last_error
+
+
+def test_comfyui_down_reports_unavailable_and_carries_on_when_it_is_back():
+    gen = ScriptedGenerator([ComfyUnavailable("refused")] * 4)
+    src = source(gen, preflight_done=True)
+    states = []
+    watcher = threading.Thread(target=lambda: [states.append(src.state) or time.sleep(0.005) for _ in range(40)])
+    watcher.start()
+    keyframe = src.next_keyframe(image())
+    watcher.join()
+    assert keyframe.generated and len(gen.calls) == 5
+    assert "unavailable" in states and src.state == "connected"
+    assert "not reachable" in src.last_error
+
+
+def test_close_ends_the_backoff_wait_promptly():
+    gen = ScriptedGenerator([ComfyUnavailable("refused")] * 1000)
+    src = source(gen, max_backoff=30.0)
+    threading.Timer(0.2, src.close).start()
+    started = time.monotonic()
+    assert src.next_keyframe(image()) is None
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_workflow_rejected_at_the_first_contact_is_a_user_error():
+    gen = ScriptedGenerator(preflight_error=WorkflowRejected("checkpoint not found", ["available: a.safetensors"]))
+    with pytest.raises(KeyframeSourceError, match="available: a.safetensors"):
+        source(gen).next_keyframe(image())
+
+
+def test_new_keyframe_starts_over_from_txt2img():
+    gen = ScriptedGenerator()
+    src = source(gen)
+    src.new_keyframe()
+    keyframe = src.next_keyframe(image())
+    assert gen.calls[0]["image"] is None and keyframe.origin == "txt2img"
+    src.next_keyframe(keyframe.image)
+    assert gen.calls[1]["image"] is keyframe.image
+
+
+def test_live_update_changes_prompts_and_denoise():
+    gen = ScriptedGenerator()
+    src = source(gen)
+    src.update(prompts=[P("z")], prompt_period=1, seed=SeedPolicy("fixed", 3), denoise=0.9)
+    src.next_keyframe(image())
+    assert (gen.calls[0]["prompt"], gen.calls[0]["seed"], gen.calls[0]["denoise"]) == ("z", 3, 0.9)
+
+
+def test_rotation_wraps_around():
+    rotation = PromptRotation([P("a"), P("b")], 1)
+    seen = []
+    for _ in range(4):
+        seen.append(rotation.current.prompt)
+        rotation.made_one()
+    assert seen == ["a", "b", "a", "b"]
+
+
+# -- folder source ------------------------------------------------------------------------------
+
+def write_images(folder: Path, names) -> None:
+    for i, name in enumerate(names):
+        Image.new("RGB", (40, 30), (i * 40, 0, 0)).save(folder / name)
+
+
+def test_folder_source_cycles_images_in_name_order_fitted_to_the_resolution(tmp_path):
+    write_images(tmp_path, ["b.png", "a.jpg", "C.webp"])
+    (tmp_path / "notes.txt").write_text("not an image")
+    src = FolderSource(tmp_path, (16, 8))
+    frames = [src.next_keyframe(None) for _ in range(4)]
+    assert [f.origin for f in frames] == ["a.jpg", "b.png", "C.webp", "a.jpg"]
+    assert all(f.image.size == (16, 8) and f.image.mode == "RGB" and not f.generated for f in frames)
+
+
+def test_folder_source_skips_unreadable_files_with_a_warning(tmp_path, caplog):
+    write_images(tmp_path, ["a.png", "c.png"])
+    (tmp_path / "b.png").write_bytes(b"\x89PNG broken")
+    src = FolderSource(tmp_path, (8, 8))
+    assert [src.next_keyframe(None).origin for _ in range(3)] == ["a.png", "c.png", "a.png"]
+    assert "b.png" in caplog.text
+
+
+def test_folder_source_picks_up_images_added_while_running(tmp_path):
+    write_images(tmp_path, ["a.png"])
+    src = FolderSource(tmp_path, (8, 8))
+    src.next_keyframe(None)
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
+    assert [src.next_keyframe(None).origin for _ in range(2)] == ["a.png", "b.png"]
+
+
+def test_an_empty_folder_is_a_clear_error_at_start(tmp_path):
+    (tmp_path / "readme.txt").write_text("x")
+    with pytest.raises(KeyframeSourceError, match="No images found in"):
+        FolderSource(tmp_path, (8, 8))
+
+
+def test_a_folder_of_only_unreadable_images_is_an_error_not_a_hang(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"junk")
+    with pytest.raises(KeyframeSourceError, match="could be read"):
+        FolderSource(tmp_path, (8, 8)).next_keyframe(None)
+
+
+def test_folder_new_keyframe_skips_an_image(tmp_path):
+    write_images(tmp_path, ["a.png", "b.png", "c.png"])
+    src = FolderSource(tmp_path, (8, 8))
+    src.next_keyframe(None)
+    src.new_keyframe()
+    assert src.next_keyframe(None).origin == "c.png"
+    assert np.asarray(src.next_keyframe(None).image).shape == (8, 8, 3)
