@@ -1,0 +1,131 @@
+"""Build a diffusers ``AutoencoderKL`` from one ``VaeSource``, offline-first, and name its family.
+
+Single files and full checkpoints are read with safetensors' ``safe_open`` (only the VAE's
+``first_stage_model.*`` tensors of a checkpoint), the architecture sizes are read off the tensor
+shapes, and the rest of the config comes from ``vae_configs/<family>/config.json`` shipped with
+the project, so no Hub access is needed. Families with equal shapes (sd1/sdxl, sd3/flux1) are told
+apart by checkpoint keys or file names; ``guessed`` says when neither helped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from backend.interpolation.vae_sources import CHECKPOINT_VAE_PREFIXES, VaeSource
+
+CONFIG_DIR = Path(__file__).resolve().parent / "vae_configs"
+KL_CHANNEL_FAMILIES = {4: ("sd1", "sdxl"), 16: ("sd3", "flux1")}
+# Keys elsewhere in a full checkpoint that name its model family.
+CHECKPOINT_KEY_HINTS = (
+    ("conditioner.embedders.1.", "sdxl"), ("cond_stage_model.", "sd1"),
+    ("model.diffusion_model.joint_blocks.", "sd3"), ("model.diffusion_model.double_blocks.", "flux1"),
+)
+NAME_HINTS = (("sdxl", "sdxl"), ("xl", "sdxl"), ("sd3", "sd3"), ("flux", "flux1"), ("ae", "flux1"),
+              ("sd15", "sd1"), ("sd-vae", "sd1"), ("v1-5", "sd1"), ("vae-ft", "sd1"))
+
+
+def read_vae_tensors(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """VAE tensors of a single-file VAE or a checkpoint, prefix stripped, plus the file's other keys."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+            prefix = next((p for p in CHECKPOINT_VAE_PREFIXES if any(k.startswith(p) for k in keys)), "")
+            tensors = {k[len(prefix):]: handle.get_tensor(k) for k in keys if k.startswith(prefix)}
+        return tensors, [k for k in keys if not k.startswith(prefix)] if prefix else []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    prefix = next((p for p in CHECKPOINT_VAE_PREFIXES if any(k.startswith(p) for k in state)), "")
+    others = [k for k in state if not k.startswith(prefix)] if prefix else []
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, others
+
+
+def family_from_hints(name: str, other_keys: list[str], channels: int) -> str | None:
+    """Family named by checkpoint keys, else by the file name; None when nothing fits ``channels``."""
+    fits = KL_CHANNEL_FAMILIES.get(channels, ())
+    for marker, family in CHECKPOINT_KEY_HINTS:
+        if family in fits and any(k.startswith(marker) for k in other_keys):
+            return family
+    stem = Path(name).stem.lower()
+    words = stem.replace("-", "_").replace(".", "_").split("_")
+    for marker, family in NAME_HINTS:
+        if family in fits and (marker in words or (len(marker) > 2 and marker in stem)):
+            return family
+    return None
+
+
+def architecture(tensors: dict[str, torch.Tensor]) -> dict:
+    """Config fields that tensor shapes decide (LDM or diffusers key layout)."""
+    ldm = any(k.startswith("encoder.down.") for k in tensors)
+    block = "encoder.down.{}.block.{}.conv1.weight" if ldm else "encoder.down_blocks.{}.resnets.{}.conv1.weight"
+    widths: list[int] = []
+    while block.format(len(widths), 0) in tensors:
+        widths.append(tensors[block.format(len(widths), 0)].shape[0])
+    layers = 0
+    while block.format(0, layers) in tensors:
+        layers += 1
+    if not widths or "decoder.conv_in.weight" not in tensors:
+        raise ValueError("not an AutoencoderKL state dict (no encoder blocks or decoder.conv_in)")
+    return {
+        "block_out_channels": widths, "layers_per_block": layers,
+        "down_block_types": ["DownEncoderBlock2D"] * len(widths), "up_block_types": ["UpDecoderBlock2D"] * len(widths),
+        "latent_channels": tensors["decoder.conv_in.weight"].shape[1],
+        "use_quant_conv": "quant_conv.weight" in tensors, "use_post_quant_conv": "post_quant_conv.weight" in tensors,
+    }
+
+
+def _online_allowed() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on")
+
+
+def _from_hub(hub_id: str):
+    """Cache first (local_files_only), then the Hub unless HF_HUB_OFFLINE is set; tries ``vae/`` too."""
+    from diffusers import AutoencoderKL
+
+    errors = []
+    for local in (True, False) if _online_allowed() else (True,):
+        for subfolder in (None, "vae"):
+            try:
+                return AutoencoderKL.from_pretrained(hub_id, subfolder=subfolder, local_files_only=local)
+            except (OSError, ValueError, EnvironmentError) as exc:  # missing file, offline, gated, no such repo
+                errors.append(f"{'cache' if local else 'Hub'}{'/' + subfolder if subfolder else ''}: "
+                              f"{str(exc).splitlines()[0][:160]}")
+    raise FileNotFoundError("; ".join(errors))
+
+
+def load_kl(source: VaeSource, family: str) -> tuple[torch.nn.Module, str, bool, float | None]:
+    """Build the model. Returns (model in fp32 on CPU, family, family_guessed, config scaling factor or None).
+
+    Raises FileNotFoundError / ValueError / OSError when ``source`` holds no usable VAE.
+    """
+    from diffusers import AutoencoderKL
+
+    if source.form in ("diffusers", "hub"):
+        if source.form == "diffusers":
+            model = AutoencoderKL.from_pretrained(source.location, local_files_only=True)
+        else:
+            model = _from_hub(source.location)
+        return model.eval(), family, family == "auto", float(model.config.scaling_factor)
+    tensors, other_keys = read_vae_tensors(Path(source.location))
+    arch = architecture(tensors)
+    fits = KL_CHANNEL_FAMILIES.get(arch["latent_channels"])
+    if fits is None:
+        raise ValueError(f"{arch['latent_channels']} latent channels: not an SD1/SDXL/SD3/FLUX.1 VAE")
+    guessed = False
+    if family == "auto":
+        hinted = family_from_hints(source.location, other_keys, arch["latent_channels"])
+        family, guessed = hinted or fits[0], hinted is None
+    elif family not in fits:
+        raise ValueError(f"{arch['latent_channels']} latent channels do not fit family {family!r}")
+    model = AutoencoderKL.from_single_file(tensors, config=str(CONFIG_DIR / family), local_files_only=True, **arch)
+    # diffusers loads converted weights with strict=False: prove every tensor found its place.
+    loaded = model.state_dict()
+    if len(loaded) != len(tensors) or any(p.is_meta for p in model.parameters()):
+        raise ValueError(f"{len(tensors)} VAE tensors in the file but the model has {len(loaded)}: incomplete VAE")
+    if not torch.equal(loaded["decoder.conv_out.weight"], tensors["decoder.conv_out.weight"]):
+        raise ValueError("decoder weights did not load from the file")
+    return model.eval(), family, guessed, None

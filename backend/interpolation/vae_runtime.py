@@ -1,0 +1,122 @@
+"""Run a VAE's raw encode/decode on a device: dtype, channels_last, batching, tiling, NaN guard.
+
+Works in the model's own ranges (raw latents; pixels [0, 1] for the tiny kind, [-1, 1] for kl);
+``latent_encoder`` owns the conversions around it. Inputs ``[B, *, H, W]`` on any device; outputs
+float32 on ``device``, processed ``max_batch`` samples at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+TILE_OVERLAP = 0.25  # fraction of a tile blended with its neighbour (hides tile seams)
+
+
+class VaeNumericsError(RuntimeError):
+    """The VAE produced NaN or infinite values, even after upcasting to float32."""
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> bf16 on CUDA that supports it, else fp16 on CUDA; fp32 on CPU (half convs are slow there)."""
+    if dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto or one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+class ModelRunner:
+    """Owns the model's placement; ``encode``/``decode`` map raw tensors through it in batches."""
+
+    def __init__(self, model: nn.Module, kind: str, device: torch.device, dtype: torch.dtype, max_batch: int,
+                 tile_threshold: int, tile_size: int = 512):
+        self.model, self.kind, self.device, self.dtype = model, kind, device, dtype
+        self.max_batch = max_batch
+        self.tile_threshold = tile_threshold  # pixels (H*W) above which the kl kind works in tiles
+        self.tile_size = tile_size  # tile edge in pixels
+        self._placed = False
+        self._place()
+
+    def _place(self) -> None:
+        if next(self.model.parameters()).dtype != self.dtype:  # diffusers warns on every .to(dtype=...)
+            self.model.to(dtype=self.dtype)
+        self.model.to(device=self.device, memory_format=torch.channels_last)
+        self._placed = True
+
+    def release(self) -> None:
+        """Move the weights to the CPU and free the accelerator's cache; the next call moves them back."""
+        if self.device.type == "cuda" and self._placed:
+            self.model.to("cpu")
+            torch.cuda.empty_cache()
+            self._placed = False
+
+    def _set_tiling(self, pixel_count: int) -> None:
+        if self.kind != "kl":
+            return  # the tiny decoder's activations are small enough to run whole
+        if pixel_count > self.tile_threshold:
+            downscale = 2 ** (len(self.model.config.block_out_channels) - 1)
+            self.model.enable_tiling()
+            self.model.tile_sample_min_size = self.tile_size
+            self.model.tile_latent_min_size = self.tile_size // downscale
+            self.model.tile_overlap_factor = TILE_OVERLAP
+        else:
+            self.model.disable_tiling()
+
+    def _forward(self, x: Tensor, encode: bool) -> Tensor:
+        if self.kind == "tiny":
+            return self.model.encoder(x) if encode else self.model.decoder(x)
+        if encode:
+            return self.model.encode(x).latent_dist.mode()  # posterior mode: deterministic, noise-free
+        return self.model.decode(x).sample
+
+    def _run(self, x: Tensor, encode: bool) -> Tensor:
+        if not self._placed:
+            self._place()
+        height, width = x.shape[-2:]
+        self._set_tiling(height * width if encode else height * width * 64)
+        outs = []
+        with torch.inference_mode():
+            for chunk in x.split(self.max_batch):
+                out = self._forward(self._prepare(chunk), encode)
+                if not torch.isfinite(out).all():
+                    out = self._retry_in_fp32(chunk, encode)
+                outs.append(out.float())
+        return torch.cat(outs).contiguous()
+
+    def _prepare(self, chunk: Tensor) -> Tensor:
+        return chunk.to(device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
+
+    def _retry_in_fp32(self, chunk: Tensor, encode: bool) -> Tensor:
+        step = "encode" if encode else "decode"
+        if self.dtype == torch.float32:
+            raise VaeNumericsError(f"VAE {step} produced NaN/inf in float32: the weights or the input are broken")
+        log.warning("VAE %s produced NaN/inf in %s; switching to float32 for the rest of the run", step, self.dtype)
+        self.dtype = torch.float32
+        self._place()
+        out = self._forward(self._prepare(chunk), encode)
+        if not torch.isfinite(out).all():
+            raise VaeNumericsError(f"VAE {step} produced NaN/inf even in float32: the weights or the input are broken")
+        return out
+
+    def encode(self, pixels: Tensor) -> Tensor:
+        """Pixels ``[B, 3, H, W]`` in the model's range -> raw latents ``[B, C, H/8, W/8]`` float32."""
+        return self._run(pixels, encode=True)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Raw latents ``[B, C, h, w]`` -> pixels ``[B, 3, 8h, 8w]`` float32 in the model's range."""
+        return self._run(latents, encode=False)
