@@ -191,3 +191,20 @@ def default_control_path(env: dict[str, str] | None = None) -> Path | None:
     For config's ``control.file`` left empty; None when no Rainmeter Skins folder is found."""
     skins = rainmeter_skins_dir(env)
     return None if skins is None else skins / "Reverie" / "@Resources" / "Control.ini"
+
+
+def locate_control_file(configured: Path | None, env: dict[str, str] | None = None) -> Path | None:
+    """The control file the daemon should watch, given config's ``control.file``.
+
+    !WriteKeyValue can only write below Rainmeter's Skins or Settings folder, so the file the
+    skin writes is <Skins>/Reverie/@Resources/Control.ini. ``configured`` wins when that file
+    exists (a portable Rainmeter, a skin installed elsewhere); otherwise the installed skin's file
+    is used when Rainmeter's Skins folder is found; otherwise ``configured`` (watched until it
+    appears). None (controls off) stays None."""
+    if configured is None:
+        return None
+    configured = Path(configured)
+    if configured.is_file():
+        return configured
+    default = default_control_path(env)
+    return default if default is not None else configured

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.control import COMMANDS, ControlFile, default_control_path, rainmeter_skins_dir
+from backend.control import COMMANDS, ControlFile, default_control_path, locate_control_file, rainmeter_skins_dir
 from tests.rainmeter.rm_profile import write_key
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "rainmeter" / "Reverie" / "@Resources" / "Control.ini"
@@ -197,3 +197,16 @@ def test_skins_dir_falls_back_to_documents_and_control_path_follows(tmp_path: Pa
     skins = tmp_path / "Documents" / "Rainmeter" / "Skins"
     skins.mkdir(parents=True)
     assert default_control_path(env) == skins / "Reverie" / "@Resources" / "Control.ini"
+
+
+def test_locate_prefers_an_existing_configured_file_then_the_installed_skin(tmp_path: Path) -> None:
+    skins = tmp_path / "Documents" / "Rainmeter" / "Skins"
+    skins.mkdir(parents=True)
+    env = {"USERPROFILE": str(tmp_path)}
+    configured = tmp_path / "output" / "control.ini"
+    assert locate_control_file(None, env) is None
+    assert locate_control_file(configured, env) == skins / "Reverie" / "@Resources" / "Control.ini"
+    assert locate_control_file(configured, {}) == configured
+    configured.parent.mkdir()
+    configured.write_text("[Variables]\n")
+    assert locate_control_file(configured, env) == configured
