@@ -1,0 +1,99 @@
+"""Typed ComfyUI errors a caller can act on, and the rendering of server error bodies.
+
+What each means for the daemon: ComfyUnavailable -> back off and retry; WorkflowRejected ->
+the graph or config is wrong (retrying cannot help; show `.lines`); ExecutionFailed -> this run
+failed (retry once or skip the keyframe); Interrupted -> cancelled, not an error; ComfyTimeout
+-> the job took longer than job_timeout; JobLost -> the server restarted and forgot the job:
+resubmit.
+"""
+
+from __future__ import annotations
+
+
+class ComfyError(Exception):
+    """Base of every error this package raises about the server."""
+
+
+class ComfyUnavailable(ComfyError):
+    """No ComfyUI answers at the URL (refused, reset, DNS, HTTP timeout)."""
+
+
+class WorkflowRejected(ComfyError):
+    """The server (or our preflight) refused the graph; `.lines` has one readable line per problem."""
+
+    def __init__(self, summary: str, lines: list[str] | None = None):
+        self.summary = summary
+        self.lines = list(lines or [])
+        super().__init__(summary + "".join(f"\n  - {line}" for line in self.lines))
+
+
+class ExecutionFailed(ComfyError):
+    """A node raised while running (corrupt input, OOM, ...), or the output was unusable."""
+
+    def __init__(self, message: str, *, node_id: str | None = None, node_type: str | None = None,
+                 exception_type: str | None = None):
+        self.node_id, self.node_type, self.exception_type = node_id, node_type, exception_type
+        super().__init__(message)
+
+
+class Interrupted(ComfyError):
+    """The prompt was interrupted (from ComfyUI's UI, or by us on close())."""
+
+
+class ComfyTimeout(ComfyError):
+    """The job did not finish within job_timeout seconds."""
+
+
+class JobLost(ComfyError):
+    """The server no longer knows the job (restarted mid-run) or its result: resubmit."""
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else "" if value is None else str(value)
+
+
+def node_error_lines(node_errors) -> list[str]:
+    """`node_errors` of a /prompt answer -> 'node 4 (CheckpointLoaderSimple) ckpt_name: ...' lines."""
+    lines: list[str] = []
+    if not isinstance(node_errors, dict):
+        return lines
+    for node_id, entry in node_errors.items():
+        entry = entry if isinstance(entry, dict) else {}
+        cls = _text(entry.get("class_type")) or "?"
+        errors = entry.get("errors") if isinstance(entry.get("errors"), list) else []
+        for err in errors or [{}]:
+            err = err if isinstance(err, dict) else {"message": _text(err)}
+            extra = err.get("extra_info") if isinstance(err.get("extra_info"), dict) else {}
+            name = _text(extra.get("input_name"))
+            message, details = _text(err.get("message")), _text(err.get("details"))
+            text = message or "invalid"
+            if details and details != name:
+                text = f"{message}: {details}" if message else details
+            where = f"node {node_id} ({cls})" + (f" input '{name}'" if name else "")
+            lines.append(f"{where}: {text}")
+    return lines
+
+
+def rejection_from_body(status: int, body, text: str) -> WorkflowRejected:
+    """Build the error for a refused POST /prompt from its JSON body (or text when not JSON)."""
+    if status == 403:
+        return WorkflowRejected("ComfyUI answered 403 Forbidden (its Origin check or a proxy refused the request)",
+                                ["the request must not carry an Origin header that differs from Host"])
+    if not isinstance(body, dict):
+        first = (text or "").strip().splitlines()[0] if (text or "").strip() else f"HTTP {status}"
+        return WorkflowRejected(
+            f"ComfyUI could not parse the workflow (HTTP {status}: {first})",
+            ["a workflow saved with 'Save' (UI format, with 'nodes' and 'links') cannot be queued: in ComfyUI "
+             "enable Settings > Dev mode and use 'Save (API Format)' / Workflow > Export (API)"])
+    error = body.get("error")
+    lines = node_error_lines(body.get("node_errors"))
+    if isinstance(error, dict):
+        summary = _text(error.get("message")) or _text(error.get("type")) or f"HTTP {status}"
+        details = _text(error.get("details"))
+        if not lines and details:
+            lines = [details]
+        elif not lines and error.get("type"):
+            lines = [f"{error.get('type')}"]
+    else:
+        summary = _text(error) or "ComfyUI rejected the workflow"
+    return WorkflowRejected(f"ComfyUI rejected the workflow: {summary}", lines)

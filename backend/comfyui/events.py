@@ -1,0 +1,150 @@
+"""ComfyUI's WebSocket: a reconnectable connection and the tracker of one job's events.
+
+Why a tracker and not "wait for execution_success": execution_success arrives *before* the
+server writes /history (7 of 15 fetches on it returned {} against a real server), so the done
+signal is `executing` with `node: null` and our prompt_id. Every other client's events arrive on
+the same socket too, so everything is filtered by prompt_id, unknown types are ignored and
+optional fields (display_node, timestamp, even prompt_id) may be missing.
+
+Binary frames: 4-byte big-endian event type; type 1 = [1][format][image], type 4 =
+[4][uint32 n][n bytes JSON metadata][image]. KSampler previews are type-1 frames as well, so an
+image counts as a result only while our SaveImageWebsocket output node is the one executing.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from urllib.parse import urlsplit
+
+import websocket
+
+from backend.comfyui.errors import ComfyError, ComfyUnavailable, ExecutionFailed, Interrupted
+
+PREVIEW_IMAGE = 1
+PREVIEW_IMAGE_WITH_METADATA = 4
+
+
+class Disconnected(Exception):
+    """The socket closed or broke; the caller reconnects with the same clientId."""
+
+
+class EventSocket:
+    """websocket-client connection to /ws?clientId=...; no message-size cap (keep it that way)."""
+
+    def __init__(self, base_url: str, client_id: str, connect_timeout: float):
+        parts = urlsplit(base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        self.url = f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/ws?clientId={client_id}"
+        self._ws = websocket.WebSocket()
+        try:
+            # suppress_origin: ComfyUI answers 403 to an Origin that does not match Host
+            self._ws.connect(self.url, timeout=connect_timeout, suppress_origin=True)
+        except (OSError, websocket.WebSocketException) as exc:
+            raise ComfyUnavailable(f"cannot open ComfyUI's WebSocket at {self.url}: {exc}") from exc
+
+    def recv(self, timeout: float) -> str | bytes | None:
+        """One message, or None when nothing arrived within `timeout` seconds."""
+        self._ws.settimeout(max(timeout, 0.001))
+        try:
+            opcode, data = self._ws.recv_data()
+        except websocket.WebSocketTimeoutException:
+            return None
+        except (OSError, websocket.WebSocketException) as exc:
+            raise Disconnected(str(exc)) from exc
+        if opcode == websocket.ABNF.OPCODE_TEXT:
+            return data.decode("utf-8", errors="replace")
+        if opcode == websocket.ABNF.OPCODE_BINARY:
+            return bytes(data)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            raise Disconnected("server closed the WebSocket")
+        return None
+
+    def send_json(self, message: dict) -> None:
+        try:
+            self._ws.send(json.dumps(message))
+        except (OSError, websocket.WebSocketException) as exc:
+            raise Disconnected(str(exc)) from exc
+
+    def close(self) -> None:
+        try:
+            self._ws.close(timeout=0.5)
+        except (OSError, websocket.WebSocketException):
+            pass
+
+
+class JobTracker:
+    """Follows one prompt through the event stream; `done`, `error`, images it saw."""
+
+    def __init__(self, prompt_id: str, ws_output_nodes: set[str]):
+        self.prompt_id = prompt_id
+        self.ws_output_nodes = ws_output_nodes      # SaveImageWebsocket node ids we take frames from
+        self.current_node: str | None = None
+        self.done = False
+        self.error: ComfyError | None = None
+        self.ws_images: list[bytes] = []
+        self.executed: dict[str, list] = {}        # node id -> [{"filename", "subfolder", "type"}]
+
+    def feed(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            self._binary(message)
+            return
+        try:
+            msg = json.loads(message)
+        except ValueError:
+            return
+        if not isinstance(msg, dict) or not isinstance(msg.get("data"), dict):
+            return
+        kind, data = msg.get("type"), msg["data"]
+        pid = data.get("prompt_id")
+        if kind == "executing":
+            node = data.get("node")
+            if pid is None and node is not None:
+                self.current_node = str(node)    # after a reconnect the server omits prompt_id
+            elif pid == self.prompt_id:
+                self.current_node = None if node is None else str(node)
+                self.done = self.done or node is None
+        elif pid != self.prompt_id:
+            return
+        elif kind == "executed":
+            output = data.get("output") if isinstance(data.get("output"), dict) else {}
+            images = output.get("images")
+            if isinstance(images, list) and data.get("node") is not None:
+                self.executed[str(data["node"])] = images
+        elif kind == "execution_error":
+            self.error = execution_error(data)
+            self.done = True
+        elif kind == "execution_interrupted":
+            self.error = Interrupted(f"ComfyUI interrupted prompt {self.prompt_id} at node "
+                                     f"{data.get('node_id')} ({data.get('node_type')})")
+            self.done = True
+
+    def _binary(self, frame: bytes) -> None:
+        if len(frame) < 8:
+            return
+        event = struct.unpack(">I", frame[:4])[0]
+        if event == PREVIEW_IMAGE:
+            if self.current_node is not None and self.current_node in self.ws_output_nodes:
+                self.ws_images.append(frame[8:])
+        elif event == PREVIEW_IMAGE_WITH_METADATA:
+            size = struct.unpack(">I", frame[4:8])[0]
+            try:
+                meta = json.loads(frame[8:8 + size])
+            except ValueError:
+                return
+            node = str(meta.get("node_id", self.current_node)) if isinstance(meta, dict) else None
+            pid = meta.get("prompt_id", self.prompt_id) if isinstance(meta, dict) else None
+            if pid == self.prompt_id and node in self.ws_output_nodes and node == self.current_node:
+                self.ws_images.append(frame[8 + size:])
+
+
+def execution_error(data: dict) -> ExecutionFailed:
+    """execution_error data -> 'KSampler (node 3) failed: torch.OutOfMemoryError: first line'."""
+    node_type, node_id = data.get("node_type"), data.get("node_id")
+    exc_type = data.get("exception_type") or "error"
+    first = str(data.get("exception_message") or "").strip().splitlines()
+    line = first[0] if first else ""
+    return ExecutionFailed(f"{node_type} (node {node_id}) failed: {exc_type}: {line}".rstrip(": "),
+                           node_id=None if node_id is None else str(node_id),
+                           node_type=None if node_type is None else str(node_type),
+                           exception_type=str(exc_type))

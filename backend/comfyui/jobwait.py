@@ -1,0 +1,80 @@
+"""Waiting for one queued prompt: WebSocket events first, /history + /queue polling as the truth.
+
+Why both: a socket can stall without closing (events stop, the job still completes), drop
+(ComfyUI restarted or crashed: close 1006) or never deliver (events go only to the clientId the
+prompt was queued with). Polling every `poll_interval` seconds settles each case: history present
+-> done; neither in history nor in /queue -> the server forgot the job -> JobLost. The socket is
+reconnected with backoff under the same clientId, which resumes delivery of a running prompt.
+"""
+
+from __future__ import annotations
+
+import time
+
+from backend.comfyui.errors import ComfyTimeout, ComfyUnavailable, Interrupted, JobLost
+from backend.comfyui.events import Disconnected, JobTracker
+
+RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)   # seconds; the last one repeats
+
+
+def wait_for_job(client, tracker: JobTracker, deadline: float) -> None:
+    """Return when the job is done (tracker.done, or history says so); raise otherwise."""
+    prompt_id = tracker.prompt_id
+    next_poll = time.monotonic() + client.poll_interval
+    reconnect_at, failures = 0.0, 0
+    unreachable_since: float | None = None
+    while not tracker.done:
+        now = time.monotonic()
+        if client._closing.is_set():
+            client._cancel(prompt_id)
+            raise Interrupted(f"stopped waiting for prompt {prompt_id}: the client is closing")
+        if now >= deadline:
+            client._cancel(prompt_id)
+            raise ComfyTimeout(f"prompt {prompt_id} did not finish within {client.job_timeout:g} s")
+        if client._ws is None and now >= reconnect_at:
+            try:
+                client._ensure_ws()
+                failures = 0
+            except ComfyUnavailable:
+                reconnect_at = now + RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
+                failures += 1
+        if client._ws is not None:
+            try:
+                message = client._ws.recv(min(0.25, max(deadline - now, 0.001)))
+            except Disconnected:
+                client._drop_ws()
+                next_poll = now               # find out at once whether the server forgot us
+                continue
+            if message is not None:
+                tracker.feed(message)
+                continue
+        else:
+            client._closing.wait(min(0.1, max(reconnect_at - now, 0.01)))
+        if time.monotonic() < next_poll:
+            continue
+        next_poll = time.monotonic() + client.poll_interval
+        try:
+            state = _poll(client, prompt_id)
+        except ComfyUnavailable:
+            unreachable_since = unreachable_since or time.monotonic()
+            if time.monotonic() - unreachable_since > client.unavailable_grace:
+                raise
+            continue
+        unreachable_since = None
+        if state == "done":
+            return
+        if state == "lost":
+            raise JobLost(f"ComfyUI no longer knows prompt {prompt_id} (restarted?): resubmit")
+
+
+def _poll(client, prompt_id: str) -> str:
+    """'done' (history has it), 'active' (queued or running) or 'lost'."""
+    if client._history(prompt_id) is not None:
+        return "done"
+    queue = client._get_json("/queue")
+    for key in ("queue_running", "queue_pending"):
+        for entry in queue.get(key, []) if isinstance(queue, dict) else []:
+            if isinstance(entry, list) and len(entry) > 1 and entry[1] == prompt_id:
+                return "active"
+    # it may have finished between the two requests
+    return "done" if client._history(prompt_id) is not None else "lost"

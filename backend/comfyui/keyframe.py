@@ -1,0 +1,98 @@
+"""One call for the daemon: generate_keyframe(image, prompt, negative, seed, denoise).
+
+upload (a small rotating set of names, overwritten, so ComfyUI's input folder stays bounded)
+-> patch a copy of the workflow -> run -> the first output image, with timing. preflight()
+checks the server before the first job: checkpoint name, sampler and scheduler names (with the
+server's choices in the message), node classes present, and whether SaveImageWebsocket exists
+(preferred: it writes nothing to disk; otherwise outputs fall back to SaveImage under
+ComfyUI's output/reverie/ folder, which then grows by one PNG per keyframe).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+from PIL import Image
+
+from backend.comfyui.client import ComfyClient, WorkflowRejected
+from backend.comfyui.workflow import Workflow
+
+UPLOAD_SLOTS = 3          # names reused round-robin: keyframe_0.png .. keyframe_2.png
+
+
+@dataclass(frozen=True)
+class KeyframeResult:
+    image: Image.Image        # RGB, as ComfyUI produced it (size set by the workflow)
+    seconds: float            # upload + queue + wait + fetch, wall clock
+    prompt_id: str | None     # ComfyUI's id of the job (its history entry is already deleted)
+
+
+class KeyframeGenerator:
+    """Makes keyframes through a ComfyClient from an img2img and a txt2img workflow."""
+
+    def __init__(self, client: ComfyClient, *, img2img: Workflow, txt2img: Workflow, checkpoint: str | None,
+                 steps: int, cfg: float, sampler: str, scheduler: str, width: int, height: int):
+        self.client = client
+        self.img2img, self.txt2img = img2img, txt2img
+        self.checkpoint = checkpoint          # None: keep the workflow's own ckpt_name
+        self.steps, self.cfg = steps, cfg
+        self.sampler, self.scheduler = sampler, scheduler
+        self.width, self.height = width, height
+        self._slots = itertools.cycle(range(UPLOAD_SLOTS))
+        self._checked = False
+
+    def preflight(self) -> None:
+        """Check the live server; raise WorkflowRejected naming every problem and the choices.
+
+        Also picks the output node: SaveImageWebsocket when the server has it, else SaveImage.
+        Raises ComfyUnavailable when the server does not answer.
+        """
+        info = self.client.object_info()
+        problems: list[str] = []
+        for wf in (self.img2img, self.txt2img):
+            missing = sorted(wf.class_types() - set(info) - {"SaveImageWebsocket"})
+            if missing:
+                problems.append(f"{wf.source}: ComfyUI has no node class {', '.join(missing)} "
+                                f"(install the custom nodes or change the workflow)")
+        names = {wf.checkpoint() for wf in (self.img2img, self.txt2img) if "checkpoint" in wf.roles}
+        wanted = {self.checkpoint} if self.checkpoint is not None and names else names - {None}
+        if wanted:
+            available = self.client.checkpoints()
+            for name in sorted(wanted - set(available)):
+                problems.append(f"checkpoint {name!r} is not in ComfyUI's models/checkpoints; available: "
+                                f"{', '.join(available) if available else 'none (put a .safetensors file there)'}")
+        ksampler = info.get("KSampler", {}).get("input", {}).get("required", {})
+        uses_sampler = any("sampler" in wf.roles for wf in (self.img2img, self.txt2img))
+        for key, value in (("sampler_name", self.sampler), ("scheduler", self.scheduler)) if uses_sampler else ():
+            choices = ksampler.get(key, [None])[0]
+            if isinstance(choices, list) and value not in choices:
+                problems.append(f"{key} {value!r} is not offered by this ComfyUI; available: {', '.join(choices)}")
+        if problems:
+            raise WorkflowRejected("ComfyUI cannot run Reverie's workflows as configured", problems)
+        has_ws = "SaveImageWebsocket" in info
+        self.img2img, self.txt2img = (self._choose_output(wf, has_ws) for wf in (self.img2img, self.txt2img))
+        self._checked = True
+
+    @staticmethod
+    def _choose_output(wf: Workflow, has_websocket_node: bool) -> Workflow:
+        return wf.with_websocket_output() if has_websocket_node else wf.with_save_output()
+
+    def generate_keyframe(self, image: Image.Image | None, prompt: str, negative: str, seed: int,
+                          denoise: float) -> KeyframeResult:
+        """img2img from `image` (txt2img at width x height when None); seed 0..2**64-1, denoise 0..1."""
+        if not self._checked:
+            self.preflight()
+        start = time.monotonic()
+        common = dict(positive=prompt, negative=negative, seed=seed, steps=self.steps, cfg=self.cfg,
+                      sampler=self.sampler, scheduler=self.scheduler, checkpoint=self.checkpoint)
+        if image is None:
+            workflow = self.txt2img
+            graph = workflow.patch(width=self.width, height=self.height, denoise=1.0, **common)
+        else:
+            workflow = self.img2img
+            ref = self.client.upload_image(image.convert("RGB"), f"keyframe_{next(self._slots)}.png")
+            graph = workflow.patch(image=ref, denoise=denoise, **common)
+        result = self.client.run_job(graph, output_node=workflow.output_node)
+        return KeyframeResult(result.images[0], time.monotonic() - start, result.prompt_id)
