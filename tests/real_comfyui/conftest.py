@@ -1,0 +1,91 @@
+"""Fixtures: the real ComfyUI 0.3.75 (session-wide) and `comfy_server`, one test against fake AND real.
+
+The real server is used when ``REVERIE_REAL_COMFYUI_URL`` names a running one, or when the
+cached venv exists (``python tests/real_comfyui/server.py setup``), in which case one server is
+started for the whole session (11-15 s). Otherwise every real-server test is skipped with a reason.
+Tests parametrized by ``comfy_server`` run against ``tests.fake_comfyui.FakeComfyUI`` and the real
+server alike, so the fake cannot drift from reality unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.real_comfyui import build
+from tests.real_comfyui.server import PLACEHOLDER_CHECKPOINT, RealComfyUI
+
+NOT_SET_UP = "real ComfyUI not set up: run python tests/real_comfyui/server.py setup"
+
+
+@dataclass(frozen=True)
+class ServerUnderTest:
+    """One server a test talks to: the fake, the real one we started, or an external real one."""
+
+    kind: str                          # "fake" | "real"
+    url: str                           # http://127.0.0.1:<port>
+    input_dir: Path | None             # None for an external server (its folders are not ours to read)
+    output_dir: Path | None
+    checkpoint: str | None             # a checkpoint name the server lists (the placeholder on real)
+    handle: object | None              # FakeComfyUI | RealComfyUI | None (external)
+
+    def require_handle(self) -> object:
+        """The controllable server; skips the test for an external server we may not kill."""
+        if self.handle is None:
+            pytest.skip("REVERIE_REAL_COMFYUI_URL names a server this test may not kill or restart")
+        return self.handle
+
+    def require_dirs(self) -> tuple[Path, Path]:
+        if self.input_dir is None or self.output_dir is None:
+            pytest.skip("the folders of the server at REVERIE_REAL_COMFYUI_URL are unknown to the tests")
+        return self.input_dir, self.output_dir
+
+
+def _external(url: str) -> ServerUnderTest:
+    try:
+        names = requests.get(url.rstrip("/") + "/models/checkpoints", timeout=10).json()
+    except (requests.RequestException, ValueError) as error:
+        pytest.fail(f"REVERIE_REAL_COMFYUI_URL={url} does not answer: {error}")
+    checkpoint = PLACEHOLDER_CHECKPOINT if PLACEHOLDER_CHECKPOINT in names else None
+    return ServerUnderTest("real", url.rstrip("/"), None, None, checkpoint, None)
+
+
+@pytest.fixture(scope="session")
+def real_server():
+    """The real ComfyUI for this session, or a skip saying how to get one."""
+    url = os.environ.get("REVERIE_REAL_COMFYUI_URL")
+    if url:
+        yield _external(url)
+        return
+    if not build.is_ready():
+        pytest.skip(NOT_SET_UP)
+    with RealComfyUI() as server:
+        yield ServerUnderTest("real", server.url, server.input_dir, server.output_dir,
+                              PLACEHOLDER_CHECKPOINT, server)
+
+
+@pytest.fixture
+def running_real_server(real_server):
+    """The session's real server, restarted first if an earlier test left it dead."""
+    handle = real_server.handle
+    if handle is not None and (handle.process is None or handle.process.poll() is not None):
+        handle.start()
+    return real_server
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real_comfyui)])
+def comfy_server(request):
+    """The same test against the fake and the real ComfyUI ("real" skips with a reason when absent)."""
+    if request.param == "real":
+        yield request.getfixturevalue("running_real_server")
+        return
+    from tests.fake_comfyui import FakeComfyUI
+
+    with FakeComfyUI() as fake:
+        yield ServerUnderTest("fake", fake.url, fake.root / "input", fake.root / "output",
+                              fake.checkpoints[0], fake)
+
