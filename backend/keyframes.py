@@ -86,8 +86,8 @@ class ComfyUISource:
 
     def __init__(self, generator, *, prompts, prompt_period: int, seed: SeedPolicy, denoise: float,
                  start_image: Image.Image | None = None, attempts: int = 3, max_backoff: float = 10.0,
-                 preflight_done: bool = False) -> None:
-        self.generator = generator
+                 preflight_done: bool = False, client=None) -> None:
+        self.generator, self.client = generator, client
         self.rotation = PromptRotation(prompts, prompt_period)
         self.seeds, self.denoise, self.start_image = seed, denoise, start_image
         self.attempts, self.max_backoff = attempts, max_backoff
@@ -117,7 +117,12 @@ class ComfyUISource:
         self._fresh = True
 
     def close(self) -> None:
+        """Abort waits and the job in flight; returns at once (the client closes in the background)."""
         self._closed.set()
+        if self.client is not None:
+            # ComfyClient.close() interrupts our job but may wait for it up to request_timeout:
+            # shutdown must not, so it runs on a daemon thread.
+            threading.Thread(target=self.client.close, name="reverie-comfy-close", daemon=True).start()
 
     def next_keyframe(self, previous: Image.Image | None) -> Keyframe | None:
         """Blocks until ComfyUI made the keyframe; None once `close()` was called."""

@@ -1,4 +1,10 @@
-"""Reverie daemon entry point (placeholder until the daemon lands)."""
+"""Reverie daemon: `python backend/main.py [--max-frames N] [--config PATH]`.
+
+keyframe (worker thread, ComfyUI or a folder) -> encode -> slerp -> decode (HybridGenerator, this
+thread owns the VAE) -> write current_frame.png + status (paced by a monotonic clock here).
+Exit codes: 0 = stopped normally (any stop: Ctrl-C, SIGTERM, console close, quit command,
+--max-frames), 1 = unexpected failure, 2 = a problem the user must fix (config, inputs, setup).
+"""
 
 import sys
 from pathlib import Path
@@ -8,12 +14,71 @@ if __package__ in (None, ""):
     # `backend.` absolute imports below resolve exactly as they do under `python -m backend.main`.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import argparse  # noqa: E402
+import logging  # noqa: E402
+
 from backend import __version__  # noqa: E402
+from backend.config import ConfigError, load_config, with_overrides  # noqa: E402
+from backend.logging_setup import say, setup_logging  # noqa: E402
+from backend.shutdown import Shutdown  # noqa: E402
+
+log = logging.getLogger("backend.main")
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
 
 
-def main(argv=None) -> int:
-    print(f"Reverie {__version__}: usage: python backend/main.py [--max-frames N] [--config PATH]")
-    return 0
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="reverie", description="Reverie: a desktop window that dreams. Writes output/current_frame.png "
+        "for the Rainmeter skin; tune everything in config.yaml.")
+    parser.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
+                        help="stop after N frames (default: run until stopped)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="PATH",
+                        help=f"config file (default: {DEFAULT_CONFIG.name} beside the backend folder)")
+    parser.add_argument("--fps", type=float, default=None, help="override display.fps (0.1..60)")
+    parser.add_argument("--source", choices=("comfyui", "folder"), default=None,
+                        help="override keyframes.source")
+    parser.add_argument("--folder", type=Path, default=None, metavar="DIR",
+                        help="morph the images of DIR (implies --source folder)")
+    parser.add_argument("--check", action="store_true",
+                        help="check the environment (config, CUDA, ComfyUI, checkpoint, VAE) and exit")
+    parser.add_argument("--version", action="version", version=f"Reverie {__version__}")
+    return parser.parse_args(argv)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = with_overrides(load_config(args.config), fps=args.fps,
+                                source=str(args.folder) if args.folder else args.source)
+    except ConfigError as exc:
+        say(str(exc))
+        return 2
+    if args.check:
+        from backend.doctor import run_checks
+        return run_checks(config, args.config)
+    setup_logging(config.logging.level, config.logging.file, max_bytes=config.logging.max_bytes,
+                  backups=config.logging.backups)
+    shutdown = Shutdown().install()
+    try:
+        from backend.daemon import Daemon
+        from backend.assembly import UserError
+        try:
+            return Daemon(config, args.config, shutdown, overrides=dict(fps=args.fps)).run(args.max_frames)
+        except UserError as exc:
+            log.error("%s", exc)
+            return 2
+    except KeyboardInterrupt:  # a Ctrl-C before the handlers could take over (during imports)
+        return 0
+    finally:
+        shutdown.finished.set()
+        shutdown.uninstall()
 
 
 if __name__ == "__main__":

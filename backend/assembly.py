@@ -1,0 +1,141 @@
+"""Build the daemon's pieces from a validated Config: keyframe source, VAE encoder, schedule.
+
+Every problem a user must fix (unreadable start image, ComfyUI rejecting the checkpoint or
+workflow, missing VAE weights, empty folder) becomes a `UserError` with one clear sentence;
+main turns it into exit code 2 without a traceback. Torch-heavy imports stay inside functions
+so `--help` and config errors never pay for them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from backend.config import Config
+from backend.images import fit_cover
+from backend.keyframes import ComfyUISource, FolderSource, KeyframeSourceError, SeedPolicy
+
+log = logging.getLogger(__name__)
+
+
+class UserError(Exception):
+    """A problem in the user's setup, told in one sentence (no traceback)."""
+
+
+def schedule_settings(config: Config) -> Any:
+    """Config -> hybrid_generator.ScheduleSettings (imports torch)."""
+    from backend.interpolation.hybrid_generator import ScheduleSettings
+
+    hybrid = config.generation.hybrid
+    return ScheduleSettings(
+        resolution=tuple(config.generation.resolution), mode=config.generation.mode,
+        interpolation_frames=hybrid.interpolation_frames, use_vae_interpolation=hybrid.use_vae_interpolation,
+        interpolation_method=hybrid.interpolation_method, easing=hybrid.easing,
+        show_raw_keyframes=config.display.show_raw_keyframes, fps=config.display.fps,
+        max_batch=config.vae.max_batch)
+
+
+def needs_vae(config: Config) -> bool:
+    return config.generation.mode == "hybrid" and config.generation.hybrid.use_vae_interpolation
+
+
+def build_encoder(config: Config) -> Any:
+    """The LatentEncoder the config asks for, or None when no frame needs a VAE."""
+    if not needs_vae(config):
+        return None
+    from backend.interpolation.latent_encoder import LatentEncoder, VaeNotFoundError
+
+    vae = config.vae
+    try:
+        return LatentEncoder.load(kind=vae.kind, source=vae.source, family=vae.family, device=vae.device,
+                                  dtype=vae.dtype, comfyui_dir=vae.comfyui_dir, max_batch=vae.max_batch)
+    except VaeNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise UserError(f"The VAE could not be loaded ({exc}); check the vae section of the config.") from None
+
+
+def load_start_image(path: Path | None, resolution: tuple[int, int]) -> Image.Image | None:
+    if path is None:
+        return None
+    try:
+        with Image.open(path) as image:
+            return fit_cover(image, resolution)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise UserError(f"The start image {path} cannot be read ({exc}); fix keyframes.start_image.") from None
+
+
+def seed_policy(config: Config) -> SeedPolicy:
+    return SeedPolicy(config.keyframes.seed.policy, config.keyframes.seed.value)
+
+
+def build_source(config: Config) -> tuple[Any, Any]:
+    """(keyframe source, ComfyClient or None). Checks the workflow against ComfyUI when it is up."""
+    keyframes, resolution = config.keyframes, tuple(config.generation.resolution)
+    if keyframes.source == "folder":
+        try:
+            return FolderSource(keyframes.folder, resolution), None
+        except KeyframeSourceError as exc:
+            raise UserError(str(exc)) from None
+    start_image = load_start_image(keyframes.start_image, resolution)
+    from backend.comfyui.client import ComfyClient, discover
+    from backend.comfyui.keyframe import KeyframeGenerator
+    from backend.comfyui.workflow import WorkflowError, load_workflow
+
+    comfy = config.comfyui
+    try:
+        img2img = load_workflow(comfy.workflow, comfy.node_ids or None)
+        txt2img = load_workflow(comfy.txt2img_workflow, comfy.node_ids or None)
+    except (WorkflowError, OSError) as exc:
+        raise UserError(f"The ComfyUI workflow cannot be used: {exc}") from None
+
+    def connect(url: str) -> tuple[Any, Any]:
+        client = ComfyClient(url, request_timeout=comfy.request_timeout, job_timeout=comfy.job_timeout)
+        generator = KeyframeGenerator(
+            client, img2img=img2img, txt2img=txt2img, checkpoint=comfy.checkpoint, steps=keyframes.steps,
+            cfg=keyframes.cfg, sampler=keyframes.sampler, scheduler=keyframes.scheduler,
+            width=resolution[0], height=resolution[1])
+        return client, generator
+
+    client, generator = connect(comfy.url)
+    ready = _preflight(client, generator)
+    if not ready:
+        found = discover(comfy.url)
+        if found and found.rstrip("/") != comfy.url.rstrip("/"):
+            log.warning("no ComfyUI at %s, but one answers at %s: using it", comfy.url, found)
+            client.close()
+            client, generator = connect(found)
+            ready = _preflight(client, generator)
+    if not ready:
+        log.warning("ComfyUI is not reachable at %s; waiting for it (the picture stays up)", comfy.url)
+    return _comfy_source(config, client, generator, start_image, ready), client
+
+
+def _preflight(client: Any, generator: Any) -> bool:
+    """True when ComfyUI accepted the workflow, False when it is not reachable (checked later)."""
+    from backend.comfyui.errors import ComfyUnavailable, WorkflowRejected
+
+    try:
+        generator.preflight()
+        return True
+    except ComfyUnavailable:
+        return False
+    except WorkflowRejected as exc:
+        client.close()
+        raise UserError(_one_sentence(exc)) from None
+
+
+def _comfy_source(config: Config, client: Any, generator: Any, start_image: Any, preflight_done: bool):
+    keyframes = config.keyframes
+    return ComfyUISource(generator, prompts=keyframes.prompts, prompt_period=keyframes.prompt_period,
+                         seed=seed_policy(config), denoise=config.generation.hybrid.keyframe_denoise,
+                         start_image=start_image, preflight_done=preflight_done, client=client)
+
+
+def _one_sentence(exc: Exception) -> str:
+    summary = getattr(exc, "summary", None) or str(exc).splitlines()[0]
+    lines = getattr(exc, "lines", None) or []
+    return "ComfyUI rejected the workflow: " + "; ".join([summary.rstrip(".: "), *lines]) + "."
