@@ -10,12 +10,10 @@ Default URL uses 127.0.0.1, not localhost: on Windows localhost tries IPv6 first
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import requests
 from PIL import Image
@@ -23,6 +21,7 @@ from PIL import Image
 from backend.comfyui.errors import (ComfyError, ComfyTimeout, ComfyUnavailable, ExecutionFailed,
                                     Interrupted, JobLost, WorkflowRejected, rejection_from_body)
 from backend.comfyui.events import EventSocket, JobTracker, execution_error
+from backend.comfyui.discovery import discover
 from backend.comfyui.images import MAX_IMAGE_BYTES, decode_image, encode_png
 from backend.comfyui.jobwait import wait_for_job
 
@@ -182,16 +181,15 @@ class ComfyClient:
         prompt_id = str(data["prompt_id"])           # the server's id is the truth, not ours
         if data.get("node_errors"):
             # 200 with node_errors: only the valid outputs would run; treat the graph as broken
-            self._cancel(prompt_id)
-            self._forget(prompt_id)
+            self._discard(prompt_id)
             raise rejection_from_body(400, {"error": {"message": "part of the workflow is invalid"},
                                             "node_errors": data["node_errors"]}, "")
         return prompt_id
 
     def _collect(self, tracker: JobTracker, output_node: str | None) -> list[Image.Image]:
+        entry = self._history(tracker.prompt_id, attempts=10)
         if tracker.error is not None:
             raise tracker.error
-        entry = self._history(tracker.prompt_id, attempts=10)
         if entry is not None:
             _raise_for_status(entry, tracker.prompt_id)
         if tracker.ws_output_nodes:
@@ -236,11 +234,23 @@ class ComfyClient:
                 time.sleep(0.05 * (attempt + 1))
         return None
 
-    def _cancel(self, prompt_id: str) -> None:
+    def _discard(self, prompt_id: str, wait: float = 2.0) -> None:
+        """Cancel a prompt we will not use and delete its history once it has left the queue."""
+        deadline = time.monotonic() + wait
         try:
             self.interrupt(prompt_id)
+            while time.monotonic() < deadline:
+                if self._history(prompt_id) is not None:
+                    break
+                queue = self._get_json("/queue")
+                ids = [e[1] for key in ("queue_running", "queue_pending") for e in queue.get(key, [])
+                       if isinstance(e, list) and len(e) > 1]
+                if prompt_id not in ids:
+                    break
+                time.sleep(0.05)
         except ComfyError:
-            pass
+            return
+        self._forget(prompt_id)
 
     def _forget(self, prompt_id: str) -> None:
         """Delete our history entry (best effort: the server may be gone)."""
@@ -270,36 +280,3 @@ def _raise_for_status(entry: dict, prompt_id: str) -> None:
             if message[0] == "execution_interrupted":
                 raise Interrupted(f"ComfyUI interrupted prompt {prompt_id}")
     raise ExecutionFailed(f"prompt {prompt_id} ended with an error")
-
-
-def discover(url_hint: str | None = None, *, timeout: float = 1.0) -> str | None:
-    """Find a running ComfyUI: the hint, then 127.0.0.1:8188 (portable/manual installs), then
-    127.0.0.1:8000..9000 (ComfyUI Desktop takes 8000 or the next free port). Returns the URL."""
-    candidates = [url_hint.rstrip("/")] if url_hint else []
-    candidates.append("http://127.0.0.1:8188")
-    candidates += [f"http://127.0.0.1:{port}" for port in range(8000, 9001) if port != 8188]
-    session = requests.Session()
-    session.trust_env = False
-    try:
-        for url in dict.fromkeys(candidates):
-            parts = urlsplit(url)
-            if parts.hostname in ("127.0.0.1", "localhost") and not _port_open(parts.hostname, parts.port or 80):
-                continue
-            try:
-                data = session.get(url + "/system_stats", timeout=timeout).json()
-            except (requests.RequestException, ValueError):
-                continue
-            if isinstance(data, dict) and isinstance(data.get("system"), dict):
-                return url
-    finally:
-        session.close()
-    return None
-
-
-def _port_open(host: str, port: int) -> bool:
-    """A quick TCP probe: a closed loopback port refuses in well under a millisecond."""
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False

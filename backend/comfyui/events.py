@@ -112,12 +112,10 @@ class JobTracker:
             if isinstance(images, list) and data.get("node") is not None:
                 self.executed[str(data["node"])] = images
         elif kind == "execution_error":
-            self.error = execution_error(data)
-            self.done = True
+            self.error = execution_error(data)     # done comes with `executing null`, after history
         elif kind == "execution_interrupted":
             self.error = Interrupted(f"ComfyUI interrupted prompt {self.prompt_id} at node "
                                      f"{data.get('node_id')} ({data.get('node_type')})")
-            self.done = True
 
     def _binary(self, frame: bytes) -> None:
         if len(frame) < 8:

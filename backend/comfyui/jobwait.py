@@ -26,10 +26,10 @@ def wait_for_job(client, tracker: JobTracker, deadline: float) -> None:
     while not tracker.done:
         now = time.monotonic()
         if client._closing.is_set():
-            client._cancel(prompt_id)
+            client._discard(prompt_id, wait=1.0)
             raise Interrupted(f"stopped waiting for prompt {prompt_id}: the client is closing")
         if now >= deadline:
-            client._cancel(prompt_id)
+            client._discard(prompt_id)
             raise ComfyTimeout(f"prompt {prompt_id} did not finish within {client.job_timeout:g} s")
         if client._ws is None and now >= reconnect_at:
             try:

@@ -1,0 +1,240 @@
+"""ComfyClient against the fake server: results, errors, faults, the one-job lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import ImageChops
+
+from backend.comfyui.client import (ComfyClient, ComfyTimeout, ComfyUnavailable, ExecutionFailed, Interrupted,
+                                    JobLost, WorkflowRejected, discover)
+from tests.comfyui.conftest import invert_graph
+from tests.fake_comfyui import fake_sample
+
+
+def _inverted(picture):
+    return ImageChops.invert(picture)
+
+
+@pytest.mark.parametrize("output", ["SaveImage", "SaveImageWebsocket", "PreviewImage"])
+def test_run_returns_the_inverted_input_for_each_output_kind(fake, client, picture, output):
+    ref = client.upload_image(picture, "in.png")
+    result = client.run_job(invert_graph(ref, output))
+    assert len(result.images) == 1
+    assert np.array_equal(np.asarray(result.images[0]), np.asarray(_inverted(picture)))
+    assert result.prompt_id and result.seconds > 0
+
+
+def test_run_deletes_its_history_entry(fake, client, picture):
+    client.run(invert_graph(client.upload_image(picture, "in.png")))
+    assert fake.history == {}
+
+
+def test_upload_uses_reverie_subfolder_and_overwrites(fake, client, picture):
+    assert client.upload_image(picture, "k.png") == "reverie/k.png"
+    assert client.upload_image(picture.rotate(90), "k.png") == "reverie/k.png"
+    assert fake.file_counts()["input"] == 1
+
+
+@pytest.mark.parametrize("name", ["", "../x.png", "a/b.png", "a\\b.png"])
+def test_upload_rejects_names_that_are_paths(client, picture, name):
+    with pytest.raises(ValueError):
+        client.upload_image(picture, name)
+
+
+def test_health_version_and_checkpoints(client):
+    assert client.version() == "0.3.75"
+    assert client.checkpoints() == ["v1-5-pruned-emaonly.safetensors"]
+    assert "KSampler" in client.object_info("KSampler")
+    assert client.object_info("NoSuchNode") == {}
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda g: g["1"]["inputs"].update(image="missing.png"), "node 1 (LoadImage) input 'image'"),
+    (lambda g: g["3"]["inputs"].pop("images"), "node 3 (SaveImage) input 'images': Required input is missing"),
+    (lambda g: g["3"]["inputs"].update(images=["1", 1]), "Return type mismatch"),
+    (lambda g: g["3"]["inputs"].update(images=["1"]), "Bad linked input"),
+    (lambda g: g["2"].update(class_type="ETN_LoadImageBase64"), "ETN_LoadImageBase64 does not exist"),
+    (lambda g: g["3"].update(class_type="ImageInvert"), "Prompt has no outputs"),
+])
+def test_validation_errors_are_rendered_as_readable_lines(fake, client, picture, mutate, expected):
+    graph = invert_graph(client.upload_image(picture, "in.png"))
+    mutate(graph)
+    with pytest.raises(WorkflowRejected) as info:
+        client.run(graph)
+    assert expected in str(info.value)
+    assert info.value.lines
+
+
+def test_bad_checkpoint_and_denoise_name_both_nodes(client):
+    graph = {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "nope.safetensors"}},
+             "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+             "3": {"class_type": "KSampler", "inputs": {
+                 "seed": 1, "steps": 2, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.5,
+                 "model": ["4", 0], "positive": ["6", 0], "negative": ["6", 0], "latent_image": ["5", 0]}},
+             "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "x", "clip": ["4", 1]}},
+             "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+             "9": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["8", 0]}}}
+    with pytest.raises(WorkflowRejected) as info:
+        client.run(graph)
+    text = "\n".join(info.value.lines)
+    assert "node 4 (CheckpointLoaderSimple) input 'ckpt_name'" in text and "v1-5-pruned-emaonly" in text
+    assert "node 3 (KSampler) input 'denoise': Value 1.5 bigger than max of 1.0" in text
+
+
+def test_partly_valid_graph_answered_200_is_rejected_and_not_left_queued(fake, client, picture):
+    graph = invert_graph(client.upload_image(picture, "in.png"))
+    graph["9"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}
+    with pytest.raises(WorkflowRejected, match="part of the workflow"):
+        client.run(graph)
+    time.sleep(0.2)
+    assert fake.history == {} and fake.pending == []
+
+
+def test_ui_format_answered_500_explains_api_export(client):
+    with pytest.raises(WorkflowRejected) as info:
+        client.run({"nodes": [], "links": []})
+    assert "API" in str(info.value)
+
+
+def test_execution_error_names_node_and_exception(fake, client, picture):
+    fake.fail_next_execution = 1
+    with pytest.raises(ExecutionFailed) as info:
+        client.run(invert_graph(client.upload_image(picture, "in.png")))
+    assert info.value.node_type == "LoadImage" and "OutOfMemoryError" in str(info.value)
+    assert fake.history == {}
+
+
+def test_silent_socket_finishes_by_polling_history(fake, client, picture):
+    fake.silent_socket = True
+    images = client.run(invert_graph(client.upload_image(picture, "in.png")))
+    assert np.array_equal(np.asarray(images[0]), np.asarray(_inverted(picture)))
+
+
+def test_silent_socket_with_websocket_output_is_a_lost_job(fake, client, picture):
+    fake.silent_socket = True
+    with pytest.raises(JobLost):
+        client.run(invert_graph(client.upload_image(picture, "in.png"), "SaveImageWebsocket"))
+
+
+def test_server_killed_mid_run_raises_job_lost_then_recovers(fake, client, picture):
+    ref = client.upload_image(picture, "in.png")
+    fake.latency = 0.5
+    fake.kill_mid_run = True
+    with pytest.raises(JobLost):
+        client.run(invert_graph(ref))
+    fake.latency = 0.0
+    assert len(client.run(invert_graph(ref, "SaveImageWebsocket"))) == 1
+
+
+def test_refused_connections_raise_unavailable_then_recover(fake, client, picture):
+    ref = client.upload_image(picture, "in.png")
+    fake.refuse_connections = True
+    with pytest.raises(ComfyUnavailable):
+        client.run(invert_graph(ref))
+    fake.refuse_connections = False
+    assert len(client.run(invert_graph(ref))) == 1
+
+
+def test_job_timeout_interrupts_our_prompt(fake, picture):
+    client = ComfyClient(fake.url, job_timeout=0.5, poll_interval=0.2)
+    ref = client.upload_image(picture, "in.png")
+    fake.latency = 3.0
+    start = time.monotonic()
+    with pytest.raises(ComfyTimeout):
+        client.run(invert_graph(ref))
+    assert time.monotonic() - start < 2.0
+    assert fake.running is None and fake.history == {}
+    client.close()
+
+
+@pytest.mark.parametrize("fault", ["huge", "corrupt"])
+@pytest.mark.parametrize("output", ["SaveImage", "SaveImageWebsocket"])
+def test_bad_output_images_fail_cleanly(fake, client, picture, fault, output):
+    ref = client.upload_image(picture, "in.png")
+    fake.output_fault = fault
+    with pytest.raises(ExecutionFailed, match="output image"):
+        client.run(invert_graph(ref, output))
+
+
+def test_close_interrupts_a_job_in_flight(fake, client, picture):
+    ref = client.upload_image(picture, "in.png")
+    fake.latency = 5.0
+    errors = []
+    worker = threading.Thread(target=lambda: _catch(errors, client.run, invert_graph(ref)))
+    worker.start()
+    time.sleep(0.3)
+    client.close()
+    worker.join(timeout=3)
+    assert not worker.is_alive() and isinstance(errors[0], Interrupted)
+
+
+def test_interrupt_from_the_ui_raises_interrupted(fake, client, picture):
+    ref = client.upload_image(picture, "in.png")
+    fake.latency = 2.0
+    threading.Timer(0.3, lambda: setattr(fake, "interrupt_requested", True)).start()
+    with pytest.raises(Interrupted):
+        client.run(invert_graph(ref))
+    assert fake.history == {}
+
+
+def test_interrupt_leaves_other_clients_prompts_alone(fake, client, picture):
+    other = ComfyClient(fake.url, poll_interval=0.3)
+    ref = client.upload_image(picture, "in.png")
+    fake.latency = 0.6
+    results = []
+    worker = threading.Thread(target=lambda: results.append(other.run(invert_graph(ref))))
+    worker.start()
+    time.sleep(0.2)
+    client.interrupt("not-our-prompt")
+    worker.join(timeout=5)
+    assert len(results) == 1
+    other.close()
+
+
+def test_two_clients_on_one_server_each_get_their_own_result(fake, picture):
+    a, b = ComfyClient(fake.url, poll_interval=0.3), ComfyClient(fake.url, poll_interval=0.3)
+    ref = a.upload_image(picture, "in.png")
+    graph_b = {"1": {"class_type": "LoadImage", "inputs": {"image": ref}},
+               "3": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["1", 0]}}}
+    fake.latency = 0.2
+    out = {}
+    threads = [threading.Thread(target=lambda: out.setdefault("a", a.run(invert_graph(ref, "SaveImageWebsocket")))),
+               threading.Thread(target=lambda: out.setdefault("b", b.run(graph_b)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert np.array_equal(np.asarray(out["a"][0]), np.asarray(_inverted(picture)))
+    assert np.array_equal(np.asarray(out["b"][0]), np.asarray(picture))
+    a.close(), b.close()
+
+
+def test_sampler_previews_are_not_taken_for_the_result(fake, client, picture):
+    ref = client.upload_image(picture, "in.png")
+    graph = {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
+             "10": {"class_type": "LoadImage", "inputs": {"image": ref}},
+             "11": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}},
+             "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "x", "clip": ["4", 1]}},
+             "3": {"class_type": "KSampler", "inputs": {
+                 "seed": 9, "steps": 3, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 0.5,
+                 "model": ["4", 0], "positive": ["6", 0], "negative": ["6", 0], "latent_image": ["11", 0]}},
+             "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+             "9": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["8", 0]}}}
+    images = client.run(graph)
+    assert len(images) == 1
+    assert np.array_equal(np.asarray(images[0]), fake_sample(picture, 9, 0.5))
+
+
+def test_discover_finds_the_server_from_a_hint(fake):
+    assert discover(fake.url) == fake.url
+
+
+def _catch(errors, fn, *args):
+    try:
+        fn(*args)
+    except Exception as exc:       # collected for the assertion in the test thread
+        errors.append(exc)
