@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from backend import config_checks as _c
 from backend.config_checks import ConfigError, Section
 
@@ -286,15 +284,18 @@ class ConfigWatcher:
         if stamp is None or stamp == self._stamp:
             return None  # unchanged, or missing for a moment while an editor saves
         try:
-            text = self.path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as e:
-            log.warning("config %s: cannot read the edit (%s); keeping the running config", self.path, e)
-            self._stamp = stamp
+            data = self.path.read_bytes()
+        except OSError as e:  # e.g. an editor or antivirus holds it on Windows: try again next interval
+            log.debug("config %s: cannot read it yet (%s)", self.path, e)
             return None
-        if not text.strip() or self._stat() != stamp:
+        if not data.strip() or self._stat() != stamp:
             return None  # an editor is half-way through saving: look again next interval
         self._stamp = stamp
         try:
+            try:
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError as e:
+                raise ConfigError(self.path, [f"not UTF-8 text: {e}"]) from None
             new = parse_config_text(text, str(self.path), self.path.parent)
         except ConfigError as e:
             log.warning("%s\nconfig edit ignored; the running config is kept", e)

@@ -108,7 +108,8 @@ class FrameWriter:
     """Writes numbered frames as PNG into output_dir (layout in the module docstring).
 
     output_dir: created if missing; png_compression: zlib level 0..9 (1 ~3x faster than 6);
-    ring_size: >= 2 ring files; history_keep: newest history frames kept, 0 = no history."""
+    ring_size: >= 2 ring files; history_keep: newest history frames kept, 0 = no history;
+    retries/delay: PermissionError retries per file (see atomic_write_bytes); replace: test seam."""
 
     def __init__(self, output_dir: Path, *, png_compression: int = 1, ring_size: int = 3, history_keep: int = 0,
                  retries: int = 20, delay: float = 0.01, replace: Callable[[str, str], None] = os.replace):

@@ -334,3 +334,44 @@ def test_config_status_and_frame_writer_do_not_import_torch():
     code = ("import sys, backend.config, backend.status, backend.frame_writer; "
             "sys.exit('torch' in sys.modules or 'diffusers' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def nest(pairs: dict) -> dict:
+    out: dict = {}
+    for dotted, value in pairs.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {}) if isinstance(node.get(part, {}), dict) else {}
+        node[leaf] = value
+    return out
+
+
+from backend.config_checks import flatten as _flat  # noqa: E402
+
+real_keys = st.sampled_from(sorted(_flat(Config())) + ["generation.hybrid", "keyframes.seed", "display"])
+any_value = st.recursive(yaml_scalars | st.sampled_from(["auto", "folder", "builtin:x", ".", "~", "cuda:0", "a/b"]),
+                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                             st.sampled_from(["prompt", "negative", "x"]), inner, max_size=3), max_leaves=6)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(real_keys, any_value, max_size=8))
+def test_parse_config_returns_config_or_config_error_for_random_values_at_real_keys(pairs):
+    try:
+        assert isinstance(parse_config(nest(pairs)), Config)
+    except ConfigError as e:
+        assert e.problems and all(":" in p for p in e.problems)
+
+
+def test_watcher_waits_while_an_editor_has_emptied_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    write(path, "display: {fps: 10}\n")
+    clock = FakeClock()
+    watcher = ConfigWatcher(path, load_config(path), interval=0.5, clock=clock)
+    write(path, "")
+    clock.now += 1
+    assert watcher.poll() is None  # not taken as "all defaults"
+    write(path, "display: {fps: 11}\n")
+    clock.now += 1
+    assert watcher.poll().display.fps == 11.0

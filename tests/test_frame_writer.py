@@ -178,3 +178,21 @@ def test_pil_images_of_other_modes_are_accepted(tmp_path):
     writer.write(Image.new("RGBA", (16, 8), (1, 2, 3, 255)), 1)
     with Image.open(tmp_path / "current_frame.png") as image:
         assert image.size == (16, 8)
+
+
+def test_concurrent_writers_of_one_file_use_unique_temp_names(tmp_path):
+    import threading
+    target = tmp_path / "status.json"
+    payloads = [bytes([i]) * 5000 for i in range(4)]
+
+    def hammer(data):
+        for _ in range(50):
+            atomic_write_bytes(target, data)
+
+    threads = [threading.Thread(target=hammer, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert target.read_bytes() in payloads
+    assert leftovers(tmp_path) == []
