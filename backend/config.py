@@ -254,12 +254,15 @@ def _needs_restart(key: str) -> bool:
 
 class ConfigWatcher:
     """Re-reads the config file after an edit. `poll()` is cheap enough to call every loop iteration:
-    it stats the file at most every `interval` seconds and parses only when mtime or size changed."""
+    it stats the file at most every `interval` seconds and parses only when mtime or size changed.
+    `overrides` (with_overrides' keywords, e.g. {"fps": 24}) are applied to every edit before it is
+    compared, so command-line values stay in force and are not reported as pending restarts."""
 
     def __init__(self, path: str | Path, current: Config, *, interval: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, overrides: dict[str, Any] | None = None):
         self.path = Path(path).expanduser().absolute()
         self.current = current
+        self.overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
         self.interval = interval
         self._clock = clock
         self._next_check = clock() + interval
@@ -296,7 +299,7 @@ class ConfigWatcher:
                 text = data.decode("utf-8-sig")
             except UnicodeDecodeError as e:
                 raise ConfigError(self.path, [f"not UTF-8 text: {e}"]) from None
-            new = parse_config_text(text, str(self.path), self.path.parent)
+            new = with_overrides(parse_config_text(text, str(self.path), self.path.parent), **self.overrides)
         except ConfigError as e:
             log.warning("%s\nconfig edit ignored; the running config is kept", e)
             return None

@@ -375,3 +375,17 @@ def test_watcher_waits_while_an_editor_has_emptied_the_file(tmp_path):
     write(path, "display: {fps: 11}\n")
     clock.now += 1
     assert watcher.poll().display.fps == 11.0
+
+
+def test_watcher_keeps_command_line_overrides_in_force(tmp_path, caplog):
+    path = tmp_path / "c.yaml"
+    write(path, "display: {fps: 10}\n")
+    clock = FakeClock()
+    overrides = {"fps": 24, "source": str(tmp_path)}
+    watcher = ConfigWatcher(path, with_overrides(load_config(path), **overrides), clock=clock, overrides=overrides)
+    write(path, "display: {fps: 30, history_keep: 5}\n")
+    clock.now += 1
+    with caplog.at_level(logging.WARNING):
+        new = watcher.poll()
+    assert new.display.fps == 24.0 and new.display.history_keep == 5
+    assert new.keyframes.source == "folder" and "restart" not in caplog.text
