@@ -1,0 +1,89 @@
+"""KeyframeGenerator against the fake server: provenance, preflight, disk bounds, timing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.comfyui.client import WorkflowRejected
+from backend.comfyui.keyframe import KeyframeGenerator, KeyframeResult
+from backend.comfyui.workflow import load_workflow, parse_workflow
+from tests.comfyui.conftest import invert_graph
+from tests.fake_comfyui import FakeComfyUI, fake_sample, fake_txt2img
+
+
+def _generator(client, **overrides) -> KeyframeGenerator:
+    settings = dict(img2img=load_workflow("builtin:img2img"), txt2img=load_workflow("builtin:txt2img"),
+                    checkpoint=None, steps=3, cfg=7.0, sampler="euler", scheduler="normal", width=64, height=48)
+    settings.update(overrides)
+    return KeyframeGenerator(client, **settings)
+
+
+def test_img2img_keyframe_is_the_fake_sampler_of_the_input(client, picture):
+    result = _generator(client).generate_keyframe(picture, "sky", "", seed=11, denoise=0.4)
+    assert isinstance(result, KeyframeResult) and result.prompt_id
+    assert np.array_equal(np.asarray(result.image), fake_sample(picture, 11, 0.4))
+
+
+def test_txt2img_keyframe_has_the_configured_size_and_seed(client):
+    result = _generator(client).generate_keyframe(None, "sky", "", seed=5, denoise=0.4)
+    assert result.image.size == (64, 48)
+    assert np.array_equal(np.asarray(result.image), fake_txt2img(5, 64, 48))
+
+
+def test_feedback_loop_keeps_comfyui_disk_bounded(fake, client, picture):
+    gen = _generator(client)
+    image = picture
+    for seed in range(7):
+        image = gen.generate_keyframe(image, "sky", "", seed=seed, denoise=0.5).image
+    assert fake.file_counts() == {"input": 3, "output": 0, "temp": 0}
+    assert fake.history == {}
+
+
+def test_without_websocket_node_outputs_fall_back_to_save_image(tmp_path, picture):
+    from backend.comfyui.client import ComfyClient
+    with FakeComfyUI(root=tmp_path, websocket_node=False) as fake:
+        client = ComfyClient(fake.url, poll_interval=0.3)
+        result = _generator(client).generate_keyframe(picture, "sky", "", seed=3, denoise=0.5)
+        assert np.array_equal(np.asarray(result.image), fake_sample(picture, 3, 0.5))
+        assert [p.name for p in (tmp_path / "output" / "reverie").iterdir()] == ["keyframe_00001_.png"]
+        client.close()
+
+
+def test_latency_is_reported_in_seconds(fake, client, picture):
+    fake.latency = 0.3
+    result = _generator(client).generate_keyframe(picture, "sky", "", seed=1, denoise=0.5)
+    assert 0.3 <= result.seconds < 3.0
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"checkpoint": "missing.safetensors"}, "available: v1-5-pruned-emaonly.safetensors"),
+    ({"sampler": "Euler"}, "sampler_name 'Euler' is not offered by this ComfyUI; available: euler,"),
+    ({"scheduler": "karras2"}, "scheduler 'karras2' is not offered by this ComfyUI; available: simple,"),
+])
+def test_preflight_names_the_available_choices(client, overrides, needle):
+    with pytest.raises(WorkflowRejected) as info:
+        _generator(client, **overrides).preflight()
+    assert any(needle in line for line in info.value.lines)
+
+
+def test_preflight_reports_an_empty_checkpoint_folder(tmp_path, picture):
+    from backend.comfyui.client import ComfyClient
+    with FakeComfyUI(root=tmp_path, checkpoints=[]) as fake:
+        client = ComfyClient(fake.url)
+        with pytest.raises(WorkflowRejected, match="none"):
+            _generator(client).preflight()
+        client.close()
+
+
+def test_preflight_reports_unknown_node_classes(client):
+    graph = load_workflow("builtin:img2img").graph
+    graph["20"] = {"class_type": "ETN_Fancy", "inputs": {}}
+    with pytest.raises(WorkflowRejected, match="ETN_Fancy"):
+        _generator(client, img2img=parse_workflow(graph)).preflight()
+
+
+def test_a_model_free_user_workflow_runs_through_generate_keyframe(client, picture):
+    wf = parse_workflow(invert_graph("placeholder.png"))
+    result = _generator(client, img2img=wf, txt2img=wf).generate_keyframe(picture, "", "", seed=1, denoise=0.5)
+    assert np.array_equal(np.asarray(result.image), 255 - np.asarray(picture))
