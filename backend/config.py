@@ -103,7 +103,7 @@ class VaeConfig:
 class DisplayConfig:
     fps: float = 10.0                         # target frames per second, 0.1..60
     output_dir: Path = Path("output")         # where current_frame.png, frames/, status.* go (absolute after loading)
-    png_compression: int = 1                  # zlib level 0..9; 1 is ~3x faster than 6 for ~10% more bytes
+    png_compression: int = 1                  # zlib level 0..9; 1 is 1.7-3x faster than 6 for ~10% more bytes
     history_keep: int = 0                     # newest frames kept in output/history/, 0 = no history
     ring_size: int = 3                        # ring files output/frames/frame_{0..n-1}.png, 2..16
     show_raw_keyframes: bool = False          # True: keyframe slot shows ComfyUI's image, not decode(z_s)
