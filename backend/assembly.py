@@ -138,4 +138,4 @@ def _comfy_source(config: Config, client: Any, generator: Any, start_image: Any,
 def _one_sentence(exc: Exception) -> str:
     summary = getattr(exc, "summary", None) or str(exc).splitlines()[0]
     lines = getattr(exc, "lines", None) or []
-    return "ComfyUI rejected the workflow: " + "; ".join([summary.rstrip(".: "), *lines]) + "."
+    return summary.rstrip(".: ") + (": " + "; ".join(lines) if lines else "") + "."

@@ -95,5 +95,6 @@ def install_console_handler(shutdown: Shutdown, kernel32: Any = None, *, close_w
         routine_type = getattr(ctypes, "WINFUNCTYPE", ctypes.CFUNCTYPE)
     callback = routine_type(ctypes.c_int, ctypes.c_uint)(console_handler(shutdown, close_wait))
     if not kernel32.SetConsoleCtrlHandler(callback, True):
-        raise OSError(f"SetConsoleCtrlHandler failed (error {ctypes.get_last_error()})")
+        error = ctypes.get_last_error() if hasattr(ctypes, "get_last_error") else "unknown"
+        raise OSError(f"SetConsoleCtrlHandler failed (error {error})")
     return callback

@@ -1,0 +1,130 @@
+"""`python backend/main.py --check`: is this machine ready to dream?
+
+Checks, in order, each printed as one line: the config is valid; torch sees a CUDA GPU (else the
+exact pytorch.org install line, because PyPI's Windows wheel is CPU-only and the SD VAE then
+takes ~11 s per frame); ComfyUI answers at the configured URL (else where it was found: 8188 or
+ComfyUI Desktop's 8000..9000); ComfyUI has the checkpoint, nodes, sampler and scheduler; the
+VAE weights are found. Exit code 0 when nothing failed, 1 otherwise (warnings do not fail).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from backend.config import Config
+
+CUDA_INSTALL = "pip install torch --index-url https://download.pytorch.org/whl/cu124"
+
+
+def _line(mark: str, text: str) -> None:
+    stream = sys.stdout or sys.stderr
+    if stream is not None:
+        stream.write(f"[{mark}] {text}\n")
+        stream.flush()
+
+
+class Report:
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def ok(self, text: str) -> None:
+        _line(" ok ", text)
+
+    def warn(self, text: str) -> None:
+        _line("warn", text)
+
+    def fail(self, text: str) -> None:
+        self.failed += 1
+        _line("FAIL", text)
+
+
+def check_torch(report: Report) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        report.ok(f"torch {torch.__version__} sees CUDA: {torch.cuda.get_device_name(0)}")
+        return
+    nvidia = shutil.which("nvidia-smi") is not None
+    if sys.platform in ("win32", "linux"):
+        message = (f"torch {torch.__version__} cannot use CUDA (a CPU-only build); for an NVIDIA GPU run: "
+                   f"{CUDA_INSTALL}")
+        if nvidia:
+            report.fail(message)
+        else:
+            report.warn(message + " (no NVIDIA GPU found: on a CPU use vae.kind: tiny and a low fps)")
+    else:
+        report.warn(f"torch {torch.__version__} has no CUDA here: the VAE runs on {_other_device(torch)}")
+
+
+def _other_device(torch) -> str:
+    mps = getattr(torch.backends, "mps", None)
+    return "Apple MPS" if mps is not None and mps.is_available() else "the CPU (use vae.kind: tiny)"
+
+
+def check_comfyui(report: Report, config: Config) -> None:
+    from backend.assembly import UserError, build_source
+    from backend.comfyui.client import ComfyClient, discover
+    from backend.comfyui.errors import ComfyError
+
+    url = config.comfyui.url
+    client = ComfyClient(url, request_timeout=min(5.0, config.comfyui.request_timeout))
+    try:
+        version = client.version()
+        report.ok(f"ComfyUI {version} answers at {url}")
+    except ComfyError:
+        found = discover(url)
+        if found is None:
+            report.fail(f"ComfyUI is not reachable at {url} (nor on 127.0.0.1:8188 or 8000-9000): start it, "
+                        f"or set comfyui.url")
+            return
+        report.warn(f"no ComfyUI at {url}, but one answers at {found}: Reverie will use it "
+                    f"(set comfyui.url: {found} to skip the search)")
+    finally:
+        client.close()
+    try:
+        source, found_client = build_source(config)  # runs the workflow preflight
+    except UserError as exc:
+        report.fail(str(exc))
+        return
+    names = found_client.checkpoints() if found_client is not None else []
+    wanted = config.comfyui.checkpoint or "the workflow's own"
+    report.ok(f"ComfyUI accepts the workflows (checkpoint: {wanted}; {len(names)} on the server)")
+    source.close()
+
+
+def check_vae(report: Report, config: Config) -> None:
+    from backend.assembly import UserError, build_encoder, needs_vae
+
+    if not needs_vae(config):
+        report.ok("no VAE needed (crossfade or img2img mode)")
+        return
+    try:
+        encoder = build_encoder(config)
+    except UserError as exc:
+        report.fail(str(exc).splitlines()[0])
+        for line in str(exc).splitlines()[1:]:
+            _line("    ", line)
+        return
+    report.ok(f"VAE {encoder.kind} ({encoder.family}) from {encoder.source} on {encoder.device}")
+
+
+def run_checks(config: Config, config_path: Path) -> int:
+    report = Report()
+    logging.getLogger("backend").setLevel(logging.ERROR)  # the report says it all, once
+    report.ok(f"config {Path(config_path).absolute()} is valid")
+    check_torch(report)
+    if config.keyframes.source == "comfyui":
+        check_comfyui(report, config)
+    else:
+        from backend.assembly import UserError, build_source
+        try:
+            build_source(config)
+            report.ok(f"image folder {config.keyframes.folder} has images")
+        except UserError as exc:
+            report.fail(str(exc))
+    check_vae(report, config)
+    _line("    ", "ready to dream" if not report.failed else f"{report.failed} problem(s) to fix")
+    return 1 if report.failed else 0
