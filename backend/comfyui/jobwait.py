@@ -46,8 +46,9 @@ def wait_for_job(client, tracker: JobTracker, deadline: float) -> None:
                 next_poll = now               # find out at once whether the server forgot us
                 continue
             if message is not None:
-                tracker.feed(message)
-                continue
+                tracker.feed(message)      # no `continue`: a busy shared socket must not starve polling
+                if tracker.done:
+                    return
         else:
             client._closing.wait(min(0.1, max(reconnect_at - now, 0.01)))
         if time.monotonic() < next_poll:

@@ -28,7 +28,17 @@ NAME_HINTS = (("sdxl", "sdxl"), ("xl", "sdxl"), ("sd3", "sd3"), ("flux", "flux1"
 
 
 def read_vae_tensors(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """VAE tensors of a single-file VAE or a checkpoint, prefix stripped, plus the file's other keys."""
+    """VAE tensors of a single-file VAE or a checkpoint, prefix stripped, plus the file's other keys.
+
+    Raises ValueError for a file that is not a readable state dict.
+    """
+    try:
+        return _read_vae_tensors(path)
+    except Exception as exc:  # safetensors and pickle raise their own error types for corrupt files
+        raise ValueError(f"not a readable VAE file ({type(exc).__name__}: {str(exc)[:120]})") from exc
+
+
+def _read_vae_tensors(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 

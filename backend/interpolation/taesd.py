@@ -104,12 +104,15 @@ class TinyWeights:
 
 
 def _read_state_dict(path: Path, half: str) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors and pickle raise their own error types for corrupt files
+        raise ValueError(f"{path.name} is not a readable state dict ({type(exc).__name__})") from exc
     prefix = f"{half}.layers."
     if any(k.startswith(prefix) for k in state):  # diffusers AutoencoderTiny layout
         shift = 1 if half == "decoder" else 0  # diffusers applies the decoder clamp outside its layers

@@ -84,8 +84,11 @@ def checkpoint_has_vae(path: Path) -> bool:
     """True when a .safetensors checkpoint holds ``first_stage_model.*`` tensors (reads only its header)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        return any(k.startswith(CHECKPOINT_VAE_PREFIXES) for k in handle.keys())
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return any(k.startswith(CHECKPOINT_VAE_PREFIXES) for k in handle.keys())
+    except Exception:  # a corrupt or partly downloaded file holds no usable VAE; the search moves on
+        return False
 
 
 def _looks_like_hub_id(text: str) -> bool:

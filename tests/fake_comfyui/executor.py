@@ -210,6 +210,8 @@ class Executor:
         if cls in ("SaveImage", "PreviewImage"):
             return (), {"images": [fake.save_output(inputs["images"], cls, str(inputs.get("filename_prefix", "")))]}
         if cls == "SaveImageWebsocket":
+            await self._progress(node_id, 0, "running")
+            await self._event("progress", {"value": 0, "max": 1, "prompt_id": self.job.prompt_id, "node": node_id})
             await self._image_frame(node_id, nodes.encode_png(inputs["images"], fake.output_fault), 2)
             return (), None
         raise NodeFailed("NotImplementedError", f"fake server cannot execute {cls}\n")

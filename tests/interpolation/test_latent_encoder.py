@@ -1,0 +1,230 @@
+"""LatentEncoder (kl kind) on a tiny random AutoencoderKL: conventions, batching, sources, errors.
+
+The tiny model has two blocks, so its latents are H/2 x W/2 (a real SD VAE's are H/8 x W/8).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from backend.interpolation.latent_encoder import LatentEncoder, VaeNotFoundError, VaeNumericsError
+from tests.interpolation.ldm_layout import to_ldm
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """Every test here must pass without the network: the loader honours HF_HUB_OFFLINE at call time."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def pixels(n=3, height=32, width=48, seed=0):
+    return torch.rand(n, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def direct_encode(model, x):
+    with torch.no_grad():
+        return model.encode(x * 2 - 1).latent_dist.mode()
+
+
+def ldm_file(tiny_kl, path, extra=None, prefix=""):
+    model, _ = tiny_kl
+    tensors = {prefix + k: v for k, v in to_ldm(model.state_dict(), num_blocks=2).items()}
+    save_file({**tensors, **(extra or {})}, str(path))
+    return path
+
+
+def test_kl_encoder_loads_a_save_pretrained_folder_with_sd1_conventions(tiny_kl):
+    encoder = LatentEncoder.load("kl", source=str(tiny_kl[1]))
+    assert (encoder.kind, encoder.family, encoder.latent_channels) == ("kl", "sd1", 4)
+    assert encoder.device == torch.device("cpu") and encoder.dtype == torch.float32
+    latents = encoder.encode_pixels(pixels())
+    assert latents.shape == (3, 4, 16, 24) and latents.dtype == torch.float32
+
+
+def test_encode_applies_the_scaling_factor_exactly_once(tiny_kl):
+    model, folder = tiny_kl
+    x = pixels()
+    latents = LatentEncoder.load("kl", source=str(folder)).encode_pixels(x)
+    torch.testing.assert_close(latents, direct_encode(model, x) * 0.18215, rtol=1e-5, atol=1e-6)
+
+
+def test_decode_divides_the_scaling_factor_back_out_and_maps_to_unit_range(tiny_kl):
+    model, folder = tiny_kl
+    encoder = LatentEncoder.load("kl", source=str(folder))
+    latents = torch.randn(2, 4, 8, 8) * 0.18215
+    with torch.no_grad():
+        expected = ((model.decode(latents / 0.18215).sample + 1) / 2).clamp(0, 1)
+    frames = encoder.decode_to_uint8(latents)
+    assert frames.shape == (2, 16, 16, 3) and frames.dtype == np.uint8
+    ref = (expected * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.abs(frames.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_an_explicit_family_sets_its_own_scaling(tiny_kl):
+    model, folder = tiny_kl
+    x = pixels(1)
+    encoder = LatentEncoder.load("kl", source=str(folder), family="sdxl")
+    assert encoder.family == "sdxl"
+    torch.testing.assert_close(encoder.encode_pixels(x), direct_encode(model, x) * 0.13025, rtol=1e-5, atol=1e-6)
+
+
+def test_encode_uses_the_posterior_mode_so_it_is_deterministic(tiny_kl):
+    encoder = LatentEncoder.load("kl", source=str(tiny_kl[1]))
+    x = pixels(2)
+    torch.testing.assert_close(encoder.encode_pixels(x), encoder.encode_pixels(x), rtol=0, atol=0)
+
+
+def test_batched_encode_and_decode_match_one_at_a_time(tiny_kl):
+    encoder = LatentEncoder.load("kl", source=str(tiny_kl[1]), max_batch=2)
+    x = pixels(5)
+    batched = encoder.encode_pixels(x)
+    single = torch.cat([encoder.encode_pixels(x[i : i + 1]) for i in range(5)])
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-6)
+    frames = encoder.decode_to_uint8(batched)
+    one_by_one = np.concatenate([encoder.decode_to_uint8(batched[i : i + 1]) for i in range(5)])
+    assert np.abs(frames.astype(int) - one_by_one.astype(int)).max() <= 1
+
+
+def test_encode_takes_pil_images_as_rgb_in_unit_range(tiny_kl):
+    encoder = LatentEncoder.load("kl", source=str(tiny_kl[1]))
+    array = (pixels(1)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    from_pil = encoder.encode([Image.fromarray(array)])
+    from_tensor = encoder.encode_pixels(torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255)
+    torch.testing.assert_close(from_pil, from_tensor)
+    decoded = encoder.decode(from_pil)
+    assert len(decoded) == 1 and decoded[0].size == (48, 32) and decoded[0].mode == "RGB"
+
+
+@pytest.mark.parametrize("sizes", [[(30, 32)], [(32, 36)], [(32, 32), (40, 32)]])
+def test_encode_rejects_sizes_that_are_not_multiples_of_eight_or_differ(tiny_kl, sizes):
+    encoder = LatentEncoder.load("kl", source=str(tiny_kl[1]))
+    with pytest.raises(ValueError):
+        encoder.encode([Image.new("RGB", size) for size in sizes])
+
+
+def test_decode_rejects_latents_with_the_wrong_channel_count(tiny_kl):
+    encoder = LatentEncoder.load("kl", source=str(tiny_kl[1]))
+    with pytest.raises(ValueError, match="4, h, w"):
+        encoder.decode(torch.zeros(1, 16, 4, 4))
+
+
+def test_decoding_above_the_tile_threshold_runs_in_tiles_of_the_set_size(tiny_kl):
+    folder = tiny_kl[1]
+    encoder = LatentEncoder.load("kl", source=str(folder), tile_threshold=48 * 48, tile_size=32)
+    seen = []
+    encoder.runner.model.decoder.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    encoder.decode_to_uint8(torch.randn(1, 4, 16, 16))  # 32x32 pixels: below the threshold, one pass
+    assert seen == [(16, 16)] and not encoder.runner.model.use_tiling
+    seen.clear()
+    frames = encoder.decode_to_uint8(torch.randn(1, 4, 32, 32))  # 64x64 pixels: tiled
+    # 32-pixel tiles are 16x16 latents at this model's 2x downscale, stepping 12 with 25% overlap.
+    assert frames.shape == (1, 64, 64, 3) and max(seen) == (16, 16) and len(seen) == 9
+
+
+def test_a_single_file_vae_loads_offline_with_the_shipped_config(tiny_kl, tmp_path):
+    model, folder = tiny_kl
+    path = ldm_file(tiny_kl, tmp_path / "vae-ft-mse-tiny.safetensors")
+    encoder = LatentEncoder.load("kl", source=str(path))
+    assert encoder.family == "sd1"
+    x = pixels(2)
+    torch.testing.assert_close(encoder.encode_pixels(x), direct_encode(model, x) * 0.18215, rtol=1e-5, atol=1e-6)
+
+
+def test_a_single_file_vae_named_xl_is_read_as_sdxl(tiny_kl, tmp_path):
+    encoder = LatentEncoder.load("kl", source=str(ldm_file(tiny_kl, tmp_path / "sdxl_vae.safetensors")))
+    assert encoder.family == "sdxl" and encoder.scale == 0.13025
+
+
+def test_an_unhinted_four_channel_vae_is_assumed_sd1_with_a_warning(tiny_kl, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        encoder = LatentEncoder.load("kl", source=str(ldm_file(tiny_kl, tmp_path / "mystery.safetensors")))
+    assert encoder.family == "sd1"
+    assert "cannot tell the model family" in caplog.text
+
+
+def test_a_full_checkpoint_yields_its_first_stage_model_and_names_its_family(tiny_kl, tmp_path):
+    model, _ = tiny_kl
+    unet_like = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3),
+                 "conditioner.embedders.1.model.ln_final.weight": torch.zeros(8)}
+    path = ldm_file(tiny_kl, tmp_path / "some_checkpoint.safetensors", extra=unet_like, prefix="first_stage_model.")
+    encoder = LatentEncoder.load("kl", source=str(path))
+    assert encoder.family == "sdxl"  # told apart from sd1 by the SDXL text-encoder keys
+    x = pixels(1)
+    torch.testing.assert_close(encoder.encode_pixels(x), direct_encode(model, x) * 0.13025, rtol=1e-5, atol=1e-6)
+
+
+def test_comfyui_models_vae_folder_is_searched(tiny_kl, tmp_path):
+    (tmp_path / "models" / "vae").mkdir(parents=True)
+    ldm_file(tiny_kl, tmp_path / "models" / "vae" / "vae-ft-mse-840000.safetensors")
+    encoder = LatentEncoder.load("kl", comfyui_dir=tmp_path)
+    assert "models/vae/vae-ft-mse-840000.safetensors" in encoder.source.replace("\\", "/")
+
+
+def test_comfyui_checkpoints_are_searched_when_models_vae_is_empty(tiny_kl, tmp_path):
+    root = tmp_path / "ComfyUI_windows_portable"
+    (root / "ComfyUI" / "models" / "vae").mkdir(parents=True)
+    (root / "ComfyUI" / "models" / "checkpoints").mkdir()
+    save_file({"model.diffusion_model.x": torch.zeros(2)}, str(root / "ComfyUI/models/checkpoints/a_unet_only.safetensors"))
+    ldm_file(tiny_kl, root / "ComfyUI/models/checkpoints/v1-5-pruned-emaonly.safetensors", prefix="first_stage_model.",
+             extra={"cond_stage_model.transformer.x": torch.zeros(2)})
+    encoder = LatentEncoder.load("kl", comfyui_dir=root)
+    assert encoder.source.endswith("v1-5-pruned-emaonly.safetensors") and encoder.family == "sd1"
+
+
+def test_missing_weights_raise_one_error_that_lists_every_place_tried(tmp_path):
+    (tmp_path / "models" / "vae").mkdir(parents=True)
+    (tmp_path / "models" / "vae" / "broken.safetensors").write_bytes(b"not a safetensors file")
+    try:
+        LatentEncoder.load("kl", comfyui_dir=tmp_path)
+    except VaeNotFoundError as exc:
+        message = str(exc)
+    else:
+        pytest.skip("the local Hugging Face cache already holds stabilityai/sd-vae-ft-mse")
+    assert message.startswith("Set vae.source to a VAE")
+    for place in ("broken.safetensors", "models/checkpoints", "stabilityai/sd-vae-ft-mse"):
+        assert place in message.replace("\\", "/")
+
+
+def test_an_explicit_path_that_does_not_exist_is_reported_not_replaced(tmp_path):
+    with pytest.raises(VaeNotFoundError, match="does not exist") as info:
+        LatentEncoder.load("kl", source=str(tmp_path / "nope.safetensors"))
+    assert len(info.value.tried) == 1
+
+
+@pytest.mark.parametrize("kwargs", [{"kind": "vq"}, {"family": "sd2"}, {"family": "flux2"}, {"max_batch": 0}])
+def test_load_rejects_unknown_choices(kwargs, tiny_kl):
+    with pytest.raises(ValueError):
+        LatentEncoder.load(**{"kind": "kl", "source": str(tiny_kl[1]), **kwargs})
+
+
+def test_half_precision_overflow_is_retried_once_in_float32(tiny_kl, tmp_path, caplog):
+    folder = tmp_path / "hot"
+    shutil.copytree(tiny_kl[1], folder)
+    encoder = LatentEncoder.load("kl", source=str(folder), dtype="fp16")
+    with torch.no_grad():  # outputs ~1e6 overflow float16 (max 65504) but are fine in float32
+        encoder.runner.model.decoder.conv_out.weight.mul_(1e6)
+    with caplog.at_level(logging.WARNING):
+        frames = encoder.decode_to_uint8(torch.randn(1, 4, 8, 8))
+    assert encoder.dtype == torch.float32 and "switching to float32" in caplog.text
+    assert frames.shape == (1, 16, 16, 3)
+
+
+def test_nan_in_float32_raises_a_numerics_error(tiny_kl):
+    encoder = LatentEncoder.load("kl", source=str(tiny_kl[1]))
+    with torch.no_grad():
+        encoder.runner.model.decoder.conv_out.bias.fill_(float("nan"))
+    with pytest.raises(VaeNumericsError, match="float32"):
+        encoder.decode(torch.zeros(1, 4, 8, 8))
+
+
+def test_release_leaves_the_encoder_usable(tiny_kl):
+    encoder = LatentEncoder.load("kl", source=str(tiny_kl[1]))
+    encoder.release()
+    assert encoder.encode_pixels(pixels(1)).shape == (1, 4, 16, 24)
