@@ -238,3 +238,25 @@ def _catch(errors, fn, *args):
         fn(*args)
     except Exception as exc:       # collected for the assertion in the test thread
         errors.append(exc)
+
+
+def test_dropped_socket_reconnects_and_finishes_the_job(fake, client, picture):
+    ref = client.upload_image(picture, "in.png")
+    fake.latency = 0.8
+    threading.Timer(0.3, fake.drop_sockets).start()
+    images = client.run(invert_graph(ref, "SaveImage"))
+    assert np.array_equal(np.asarray(images[0]), np.asarray(_inverted(picture)))
+
+
+def test_injected_validation_fault_is_rejected_then_clears(fake, client, picture):
+    ref = client.upload_image(picture, "in.png")
+    fake.fail_next_validation = 1
+    with pytest.raises(WorkflowRejected, match="injected"):
+        client.run(invert_graph(ref))
+    assert len(client.run(invert_graph(ref))) == 1
+
+
+def test_history_race_is_survived(fake, client, picture):
+    fake.history_delay = 0.3
+    ref = client.upload_image(picture, "in.png")
+    assert len(client.run(invert_graph(ref))) == 1

@@ -103,6 +103,10 @@ class FakeComfyUI:
             self._refusing = bool(value)
             self._call(self._unlisten() if value else self._listen())
 
+    def drop_sockets(self) -> None:
+        """Break every WebSocket without a close frame; the server itself stays up."""
+        self._call(self._abort_sockets())
+
     def file_counts(self) -> dict[str, int]:
         """Number of files under input/, output/ and temp/ (for disk-bound tests)."""
         return {sub: sum(1 for p in (self.root / sub).rglob("*") if p.is_file())
@@ -129,11 +133,14 @@ class FakeComfyUI:
         await site.start()
         self.port = self._runner.addresses[0][1]
 
-    async def _unlisten(self) -> None:
+    async def _abort_sockets(self) -> None:
         for sock, request, _ in list(self.sockets.values()):
             if request.transport is not None:
                 request.transport.abort()        # no close frame: the client sees an abnormal close (1006)
         self.sockets.clear()
+
+    async def _unlisten(self) -> None:
+        await self._abort_sockets()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
