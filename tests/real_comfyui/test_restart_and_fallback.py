@@ -1,0 +1,104 @@
+"""A server killed and restarted mid-job, and a server without SaveImageWebsocket: fake AND real.
+
+The two servers are driven differently (the fake has switches, the real one gets SIGKILL and a
+slow model-free graph so the kill lands while the job runs), and the client must see the same.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+
+from backend.comfyui.client import ComfyClient, JobLost, WorkflowRejected
+from backend.comfyui.keyframe import KeyframeGenerator
+from backend.comfyui.workflow import parse_workflow
+from tests.real_comfyui import build
+from tests.real_comfyui.conftest import NOT_SET_UP
+from tests.real_comfyui.raw import RawSession, invert_graph, is_inverted, pattern
+from tests.real_comfyui.server import RealComfyUI
+
+# EmptyImage 2048x2048 blurred with radius 31: ~8 s on one CPU core, no model, no input file.
+SLOW_GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {"width": 2048, "height": 2048, "batch_size": 1,
+                                                          "color": 8421504}},
+              "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 31, "sigma": 5.0}},
+              "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+
+
+def _wait_until_running(url: str, timeout: float = 30.0) -> None:
+    """Block until /queue shows a running prompt (polled: the real server offers no push for this)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if requests.get(url + "/queue", timeout=5).json()["queue_running"]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no prompt started running on {url} within {timeout} s")
+
+
+def test_server_killed_mid_job_gives_job_lost_then_a_resubmit_succeeds(comfy_server):
+    server = comfy_server.require_handle()
+    client = ComfyClient(comfy_server.url, request_timeout=5.0, job_timeout=120.0, poll_interval=0.5,
+                         unavailable_grace=90.0)
+    try:
+        ref = client.upload_image(pattern(), "restart.png")
+        if comfy_server.kind == "fake":
+            server.kill_mid_run = True
+            with pytest.raises(JobLost):
+                client.run(invert_graph(ref, prefix="reverie/restart"))
+        else:
+            with ThreadPoolExecutor(1) as pool:
+                job = pool.submit(client.run, SLOW_GRAPH)
+                _wait_until_running(comfy_server.url)
+                server.kill()
+                server.start()           # same port and folders; ComfyUI forgets queue and history
+                with pytest.raises(JobLost):
+                    job.result(timeout=150)
+        images = client.run(invert_graph(ref, prefix="reverie/restart_again"))
+        assert is_inverted(images[0], np.asarray(pattern()))
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real_comfyui)])
+def server_without_websocket_node(request):
+    """A server lacking SaveImageWebsocket, like ComfyUI Desktop or an install without the example node."""
+    if request.param == "fake":
+        from tests.fake_comfyui import FakeComfyUI
+
+        with FakeComfyUI(websocket_node=False) as fake:
+            yield fake.url, fake.root / "output"
+        return
+    if not build.is_ready():
+        pytest.skip(NOT_SET_UP)
+    with RealComfyUI(websocket_node=False) as real:
+        yield real.url, real.output_dir
+
+
+def test_without_save_image_websocket_keyframes_fall_back_to_save_image_files(server_without_websocket_node):
+    url, output_dir = server_without_websocket_node
+    websocket_graph = invert_graph("reverie/x.png", output="SaveImageWebsocket")
+    raw = RawSession(url)
+    try:
+        answer = raw.queue(websocket_graph)
+    finally:
+        raw.close()
+    assert answer.status_code == 400 and answer.json()["node_errors"] == {}
+    assert answer.json()["error"]["type"] == "invalid_prompt"
+    assert answer.json()["error"]["message"] == "Cannot execute because node SaveImageWebsocket does not exist."
+
+    client = ComfyClient(url, request_timeout=10.0, job_timeout=60.0, poll_interval=0.5)
+    try:
+        with pytest.raises(WorkflowRejected):
+            client.run(websocket_graph)
+        workflow = parse_workflow(websocket_graph, "user.json")
+        generator = KeyframeGenerator(client, img2img=workflow, txt2img=workflow, checkpoint=None, steps=1,
+                                      cfg=1.0, sampler="euler", scheduler="normal", width=64, height=64)
+        result = generator.generate_keyframe(pattern(), "p", "n", seed=3, denoise=0.5)
+    finally:
+        client.close()
+    assert is_inverted(result.image, np.asarray(pattern()))
+    saved = sorted(p.relative_to(output_dir).as_posix() for p in output_dir.rglob("*.png"))
+    assert saved == ["reverie/keyframe_00001_.png"]
