@@ -1,0 +1,155 @@
+r"""Install the Reverie skin into Rainmeter and point it at this project.
+
+    python rainmeter/install.py                  # copy the skin, write this machine's paths
+    python rainmeter/install.py --paths-only     # after installing dist/Reverie.rmskin: paths only
+    python rainmeter/install.py --skins-dir D    # Rainmeter's Skins folder, when not found
+
+The skin cannot know where the project lives, so the installed @Resources\Variables.inc is the one
+place that says it: OutputDir (display.output_dir from config.yaml), ConfigFile, ProjectDir and
+PythonExe are rewritten there; every other setting in it is kept on a re-install. The daemon finds
+the skin's Control.ini by itself (backend.control.locate_control_file), so config.yaml is never
+edited. A Control.ini already installed is kept (its counters must not go back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backend.control import decode_ini_bytes, rainmeter_skins_dir  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parent.parent
+SKIN_SOURCE = Path(__file__).resolve().parent / "Reverie"
+KEEP_IF_PRESENT = ("@Resources/Control.ini",)
+
+
+def set_ini_values(path: Path, section: str, values: dict[str, str]) -> None:
+    """Rewrite `key=value` lines of one section in place (first match, case-insensitive), append
+    missing keys at the section's end; comments and other keys stay. Written as ASCII when it can
+    be, else UTF-16LE with BOM (Rainmeter reads no UTF-8)."""
+    text = decode_ini_bytes(path.read_bytes()) or ""
+    lines = text.splitlines()
+    pending = dict(values)
+    in_section, insert_at = False, None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("[") and "]" in stripped:
+            if in_section:
+                break
+            in_section = stripped[1 : stripped.index("]")].strip().lower() == section.lower()
+            insert_at = i + 1 if in_section else insert_at
+            continue
+        if in_section and "=" in stripped and not stripped.startswith(";"):
+            key = stripped.split("=", 1)[0].strip()
+            match = next((k for k in pending if k.lower() == key.lower()), None)
+            if match is not None:
+                lines[i] = f"{key}={pending.pop(match)}"
+            if stripped:
+                insert_at = i + 1
+    if insert_at is None:
+        lines += ["", f"[{section}]"]
+        insert_at = len(lines)
+    lines[insert_at:insert_at] = [f"{k}={v}" for k, v in pending.items()]
+    out = "\r\n".join(lines) + "\r\n"
+    try:
+        path.write_bytes(out.encode("ascii"))
+    except UnicodeEncodeError:
+        path.write_bytes(b"\xff\xfe" + out.encode("utf-16-le"))
+
+
+def with_sep(path: Path) -> str:
+    """Folder path with a trailing separator, as the skin joins it with file names."""
+    text = str(path)
+    return text if text.endswith(os.sep) else text + os.sep
+
+
+def output_dir_from_config(config: Path) -> Path:
+    """display.output_dir of config.yaml (absolute); <config folder>/output if it cannot be read."""
+    try:
+        from backend.config import load_config  # config errors are reported by the daemon itself
+        return Path(load_config(config).display.output_dir).resolve()
+    except Exception as e:  # noqa: BLE001 - any failure falls back to the documented default
+        print(f"note: could not read {config} ({e}); using {config.parent / 'output'}")
+        return (config.parent / "output").resolve()
+
+
+def python_for_skin(python: Path) -> Path:
+    """pythonw.exe beside python.exe when there is one (starts the daemon without a console)."""
+    windowed = python.with_name("pythonw.exe")
+    return windowed if python.name.lower() == "python.exe" and windowed.is_file() else python
+
+
+def install(skins_dir: Path, *, config: Path, output_dir: Path | None = None, python: Path | None = None,
+            paths_only: bool = False) -> Path:
+    """Copy the skin to <skins_dir>/Reverie (unless paths_only) and write the paths; returns it."""
+    target = skins_dir / "Reverie"
+    if paths_only:
+        if not (target / "@Resources" / "Variables.inc").is_file():
+            raise FileNotFoundError(f"no installed skin at {target}: install dist/Reverie.rmskin first, "
+                                    "or run without --paths-only")
+    else:
+        kept = {rel: (target / rel).read_bytes() for rel in KEEP_IF_PRESENT if (target / rel).is_file()}
+        old_vars = target / "@Resources" / "Variables.inc"
+        old_vars_bytes = old_vars.read_bytes() if old_vars.is_file() else None
+        shutil.copytree(SKIN_SOURCE, target, dirs_exist_ok=True)
+        for rel, data in kept.items():
+            (target / rel).write_bytes(data)
+        if old_vars_bytes is not None:
+            old_vars.write_bytes(old_vars_bytes)  # the user's size/fade settings survive a re-install
+    config = config.resolve()
+    values = {
+        "OutputDir": with_sep(output_dir.resolve() if output_dir else output_dir_from_config(config)),
+        "ConfigFile": str(config),
+        "ProjectDir": with_sep(PROJECT),
+        "PythonExe": str(python_for_skin(python or Path(sys.executable))),
+    }
+    set_ini_values(target / "@Resources" / "Variables.inc", "Variables", values)
+    return target
+
+
+def refresh_rainmeter() -> None:
+    """Ask a running Rainmeter (Windows) to rescan skins and load Reverie; silent if absent."""
+    exe = Path(os.environ.get("ProgramFiles", r"C:\Program Files")) / "Rainmeter" / "Rainmeter.exe"
+    if os.name == "nt" and exe.is_file():
+        subprocess.run([str(exe), "!RefreshApp"], check=False)
+        subprocess.run([str(exe), "!ActivateConfig", "Reverie", "Reverie.ini"], check=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--skins-dir", type=Path, help="Rainmeter's Skins folder (default: found from "
+                        "%%APPDATA%%\\Rainmeter\\Rainmeter.ini or Documents\\Rainmeter\\Skins)")
+    parser.add_argument("--config", type=Path, default=PROJECT / "config.yaml", help="config.yaml to use")
+    parser.add_argument("--output-dir", type=Path, help="daemon output folder (default: from the config)")
+    parser.add_argument("--python", type=Path, help="python for 'Start Reverie' (default: this one)")
+    parser.add_argument("--paths-only", action="store_true", help="only rewrite the installed skin's paths")
+    parser.add_argument("--no-refresh", action="store_true", help="do not ask Rainmeter to load the skin")
+    args = parser.parse_args(argv)
+    skins_dir = args.skins_dir or rainmeter_skins_dir()
+    if skins_dir is None:
+        print("Rainmeter's Skins folder was not found; is Rainmeter installed? Pass --skins-dir.", file=sys.stderr)
+        return 2
+    try:
+        target = install(skins_dir, config=args.config, output_dir=args.output_dir, python=args.python,
+                         paths_only=args.paths_only)
+    except OSError as e:
+        print(f"install failed: {e}", file=sys.stderr)
+        return 2
+    print(f"Reverie skin at {target}")
+    print(f"  settings: {target / '@Resources' / 'Variables.inc'}")
+    print(f"  controls: {target / '@Resources' / 'Control.ini'} (the daemon finds it by itself)")
+    if not args.no_refresh:
+        refresh_rainmeter()
+    print("In Rainmeter: Manage > Refresh all, then load Reverie > Reverie.ini (if it is not loaded yet).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

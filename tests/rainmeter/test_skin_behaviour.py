@@ -1,0 +1,150 @@
+"""The installed skin run by the Rainmeter engine of rm_sim against real daemon-core output files."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from backend.control import ControlFile
+from backend.status import RAINMETER_REGEXP, STATUS_KEYS, new_status
+from tests.rainmeter.conftest import Daemon, Installed
+from tests.rainmeter.rm_ini import Skin
+from tests.rainmeter.rm_sim import SkinSim
+
+FIELDS = ["state", "frame", "keyframes", "fps", "prompt", "frame_file", "last_error"]
+
+
+def test_status_regexp_extracts_every_field_from_a_real_status_txt(installed: Installed, daemon: Daemon) -> None:
+    daemon.status.write(new_status(state="waiting_for_comfyui", frame=1234, keyframes=56, fps=9.876,
+                                   prompt="a dream = with | odd ; chars, and 'quotes'", frame_file=
+                                   installed.output / "frames" / "frame_2.png", last_error="ComfyUI: refused"))
+    skin = installed.load()
+    text = (installed.output / "status.txt").read_text("utf-8")
+    groups = re.search(skin.get("MeasureStatus", "RegExp"), text).groups()
+    assert dict(zip(FIELDS, groups)) == {
+        "state": "waiting_for_comfyui", "frame": "1234", "keyframes": "56", "fps": "9.8",
+        "prompt": "a dream = with | odd ; chars, and 'quotes'", "frame_file": "frames/frame_2.png",
+        "last_error": "ComfyUI: refused"}
+    # the same values as daemon-core's fixed-order pattern gives (translated: PCRE's U = lazy)
+    reference = re.search(RAINMETER_REGEXP.replace("(?siU)", "(?si)").replace("(.*)", "(.*?)"), text).groups()
+    by_key = dict(zip(STATUS_KEYS, reference))
+    assert [by_key[f] for f in FIELDS if f != "fps"] == [g for f, g in zip(FIELDS, groups) if f != "fps"]
+
+
+def test_status_regexp_does_not_depend_on_line_order(installed: Installed, daemon: Daemon) -> None:
+    daemon.show(3)
+    lines = (installed.output / "status.txt").read_text("utf-8").splitlines()
+    shuffled = "\r\n".join(reversed(lines)) + "\r\n"
+    match = re.search(installed.load().get("MeasureStatus", "RegExp"), shuffled)
+    assert match.group(2) == "3" and match.group(6) == "frames/frame_0.png"
+
+
+def test_no_status_file_shows_the_offline_line(installed: Installed) -> None:
+    sim = installed.sim()
+    assert "meteroffline" in sim.hidden
+    sim.update()
+    assert "meteroffline" not in sim.hidden
+
+
+def test_every_new_frame_is_shown_exactly_and_the_window_never_goes_blank(installed: Installed, daemon: Daemon) -> None:
+    sim = installed.sim()
+    sim.update()
+    for index in range(12):  # 4 times round the ring of 3
+        frame = daemon.show(index, fps=10.0)
+        sim.update()
+        assert np.array_equal(sim.composite(), frame), f"frame {index} not on screen"
+        assert "meteroffline" in sim.hidden
+    assert sim.log == []
+
+
+def test_slow_frames_fade_in_and_the_fade_ends_before_the_next_frame(installed: Installed, daemon: Daemon) -> None:
+    sim = installed.sim()
+    daemon.show(0, fps=1.0)
+    sim.update()  # the first frame after a load is cut in (IfMatch), the next ones fade
+    for index, fps in enumerate([1.0, 1.0, 2.0], start=1):
+        before = sim.timer_ms
+        frame = daemon.show(index, fps=fps)
+        sim.update()
+        fade_ms = sim.timer_ms - before
+        assert 0 < fade_ms < 1000 / fps / 2, f"fade of {fade_ms} ms at {fps} fps"
+        assert np.array_equal(sim.composite(), frame)
+        assert sim.images["metertop"].alpha == 255
+
+
+def test_fast_frames_cut_without_a_fade(installed: Installed, daemon: Daemon) -> None:
+    sim = installed.sim()
+    for index in range(4):
+        before, redraws = sim.timer_ms, sim.redraws
+        daemon.show(index, fps=8.0)
+        sim.update()
+        assert sim.timer_ms == before and sim.redraws == redraws + 1
+
+
+def test_the_picture_files_are_not_touched_while_no_new_frame_arrives(installed: Installed, daemon: Daemon) -> None:
+    sim = installed.sim()
+    daemon.show(0, fps=10.0)
+    sim.update()
+    opens, decodes = sim.opens, sim.decodes
+    for _ in range(50):  # five seconds of skin updates with the daemon paused
+        sim.update()
+    assert (sim.opens, sim.decodes) == (opens, decodes)
+
+
+def test_a_refreshed_skin_shows_the_last_frame_of_a_stopped_daemon(installed: Installed, daemon: Daemon) -> None:
+    frame = daemon.show(41, state="stopped")
+    sim = installed.sim()  # a refresh: everything starts from scratch
+    sim.update()
+    assert np.array_equal(sim.composite(), frame)
+
+
+def test_a_ring_slot_rewritten_with_new_content_is_reloaded(installed: Installed, daemon: Daemon) -> None:
+    """Same path, new size/mtime: Rainmeter's HasFileChanged says changed, so it re-decodes."""
+    sim = installed.sim()
+    shown = [daemon.show(i, fps=10.0) for i in range(1)]
+    sim.update()
+    for index in (3, 6):  # frame_0.png again each time
+        shown.append(daemon.show(index, fps=10.0))
+        sim.update()
+        assert sim.images["metertop"].path.name == "frame_0.png"
+        assert np.array_equal(sim.composite(), shown[-1])
+
+
+def test_a_static_image_meter_on_current_frame_png_would_never_reload(installed: Installed, daemon: Daemon) -> None:
+    """Why the skin does not simply show current_frame.png: a hard-coded ImageName is read once."""
+    first = daemon.show(0)
+    skin: Skin = installed.load()
+    skin.values[("metertop", "imagename")] = str(installed.output / "current_frame.png")
+    skin.values[("measureframeno", "onchangeaction")] = ""
+    skin.values[("measureframefile", "ifmatchaction")] = ""
+    sim = SkinSim(skin)
+    assert np.array_equal(sim.composite(), first)
+    daemon.show(1)
+    for _ in range(5):
+        sim.update()
+    assert np.array_equal(sim.composite(), first)
+
+
+def test_context_menu_commands_reach_the_daemon_through_control_ini(installed: Installed) -> None:
+    control = ControlFile(installed.skin_dir / "@Resources" / "Control.ini", settle=0.0)
+    assert control.poll() == []  # baseline
+    sim = installed.sim()
+    for title in ["Pause / resume", "Next prompt", "New keyframe now", "Stop Reverie"]:
+        sim.click_context(title)
+    assert control.poll() == ["toggle_pause", "next_prompt", "new_keyframe", "quit"]
+    sim.click_context("Next prompt")
+    assert control.poll() == ["next_prompt"]
+    # a refresh re-reads the counters from Control.ini (it is @Included), so nothing is replayed
+    refreshed = installed.sim()
+    refreshed.click_context("Pause / resume")
+    assert control.poll() == ["toggle_pause"]
+
+
+def test_open_and_start_items_run_the_right_programs(installed: Installed) -> None:
+    sim = installed.sim()
+    for title in ["Open output folder", "Open config.yaml", "Start Reverie"]:
+        sim.click_context(title)
+    out = str(installed.output) + "/"
+    assert sim.run_commands[0] == f'"{out}"'
+    assert sim.run_commands[1].startswith('"notepad.exe" "') and sim.run_commands[1].endswith('config.yaml"')
+    assert sim.run_commands[2].startswith('"/usr/bin/python3" "') and "backend\\main.py\" --config" in sim.run_commands[2]
