@@ -14,13 +14,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import requests
 from PIL import Image
 
 from backend.comfyui.errors import (ComfyError, ComfyTimeout, ComfyUnavailable, ExecutionFailed,
                                     Interrupted, JobLost, WorkflowRejected, rejection_from_body)
-from backend.comfyui.events import EventSocket, JobTracker, execution_error
+from backend.comfyui.events import Disconnected, EventSocket, JobTracker, execution_error
 from backend.comfyui.discovery import discover
 from backend.comfyui.images import MAX_IMAGE_BYTES, decode_image, encode_png
 from backend.comfyui.jobwait import wait_for_job
@@ -63,14 +64,18 @@ class ComfyClient:
         except requests.RequestException as exc:
             raise ComfyUnavailable(f"ComfyUI at {self.url} did not answer {method} {path}: {exc}") from exc
 
-    def _get_json(self, path: str, **kwargs):
+    def _get_json(self, path: str, expect: type = dict, **kwargs):
+        """GET and parse; ComfyError unless the answer is 200 with JSON of type `expect`."""
         resp = self._request("GET", path, **kwargs)
         if resp.status_code != 200:
             raise ComfyError(f"GET {path} answered HTTP {resp.status_code}")
         try:
-            return resp.json()
+            data = resp.json()
         except ValueError as exc:
             raise ComfyError(f"GET {path} did not answer JSON") from exc
+        if not isinstance(data, expect):
+            raise ComfyError(f"GET {path} answered {type(data).__name__}, expected {expect.__name__}")
+        return data
 
     def _post(self, path: str, body: dict) -> None:
         resp = self._request("POST", path, json=body)
@@ -88,13 +93,11 @@ class ComfyClient:
 
     def checkpoints(self) -> list[str]:
         """Names in ComfyUI's models/checkpoints, as ckpt_name accepts them."""
-        names = self._get_json("/models/checkpoints")
-        return [str(n) for n in names] if isinstance(names, list) else []
+        return [str(n) for n in self._get_json("/models/checkpoints", expect=list)]
 
     def object_info(self, node_class: str | None = None) -> dict:
         """Node schemas: all (~0.5 MB) or one class ({} when the server lacks it)."""
-        data = self._get_json("/object_info" if node_class is None else f"/object_info/{node_class}")
-        return data if isinstance(data, dict) else {}
+        return self._get_json("/object_info" if node_class is None else f"/object_info/{quote(node_class, safe='')}")
 
     def upload_image(self, image: Image.Image, name: str, subfolder: str = "reverie") -> str:
         """Upload as PNG, overwriting `subfolder/name`; returns the LoadImage reference to use.
@@ -159,7 +162,7 @@ class ComfyClient:
             start = time.monotonic()
             ws_nodes = {n for n, node in graph.items() if isinstance(node, dict)
                         and node.get("class_type") == "SaveImageWebsocket" and (output_node in (None, n))}
-            self._ensure_ws()
+            self._fresh_ws()
             prompt_id = self._queue(graph)
             try:
                 tracker = JobTracker(prompt_id, ws_nodes)
@@ -227,8 +230,8 @@ class ComfyClient:
     def _history(self, prompt_id: str, attempts: int = 1) -> dict | None:
         """Our history entry, retried briefly (history is written just before `executing null`)."""
         for attempt in range(attempts):
-            data = self._get_json(f"/history/{prompt_id}")
-            if isinstance(data, dict) and isinstance(data.get(prompt_id), dict):
+            data = self._get_json(f"/history/{quote(prompt_id, safe='')}")
+            if isinstance(data.get(prompt_id), dict):
                 return data[prompt_id]
             if attempt + 1 < attempts:
                 time.sleep(0.05 * (attempt + 1))
@@ -258,6 +261,18 @@ class ComfyClient:
             self._post("/history", {"delete": [prompt_id]})
         except ComfyError:
             pass
+
+    def _fresh_ws(self) -> None:
+        """Drain what arrived while idle (stale events) and notice a socket that died meanwhile
+        (ComfyUI restarted between jobs), so this job's events and images are not missed."""
+        if self._ws is not None:
+            try:
+                for _ in range(100000):
+                    if self._ws.recv(0.001) is None:
+                        break
+            except Disconnected:
+                self._drop_ws()
+        self._ensure_ws()
 
     def _ensure_ws(self) -> None:
         if self._ws is None:

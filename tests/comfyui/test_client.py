@@ -260,3 +260,10 @@ def test_history_race_is_survived(fake, client, picture):
     fake.history_delay = 0.3
     ref = client.upload_image(picture, "in.png")
     assert len(client.run(invert_graph(ref))) == 1
+
+
+def test_server_restart_between_jobs_does_not_lose_websocket_images(fake, client, picture):
+    ref = client.upload_image(picture, "in.png")
+    assert len(client.run(invert_graph(ref, "SaveImageWebsocket"))) == 1
+    fake.restart()
+    assert len(client.run(invert_graph(ref, "SaveImageWebsocket"))) == 1
