@@ -9,7 +9,9 @@ apart by checkpoint keys or file names; ``guessed`` says when neither helped.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -88,23 +90,42 @@ def architecture(tensors: dict[str, torch.Tensor]) -> dict:
     }
 
 
+def _quiet_kwargs() -> dict:
+    """diffusers warns on every load when ``accelerate`` is missing unless told not to use it."""
+    return {"low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
+
+
 def _online_allowed() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on")
 
 
 def _from_hub(hub_id: str):
-    """Cache first (local_files_only), then the Hub unless HF_HUB_OFFLINE is set; tries ``vae/`` too."""
+    """Cache first (``local_files_only``, also ``vae/``), then the Hub unless HF_HUB_OFFLINE is set."""
     from diffusers import AutoencoderKL
 
-    errors = []
-    for local in (True, False) if _online_allowed() else (True,):
-        for subfolder in (None, "vae"):
-            try:
-                return AutoencoderKL.from_pretrained(hub_id, subfolder=subfolder, local_files_only=local)
-            except (OSError, ValueError, EnvironmentError) as exc:  # missing file, offline, gated, no such repo
-                errors.append(f"{'cache' if local else 'Hub'}{'/' + subfolder if subfolder else ''}: "
-                              f"{str(exc).splitlines()[0][:160]}")
-    raise FileNotFoundError("; ".join(errors))
+    for subfolder in (None, "vae"):
+        try:
+            with warnings.catch_warnings():  # diffusers passes huggingface_hub a deprecated argument
+                warnings.simplefilter("ignore", UserWarning)
+                return AutoencoderKL.from_pretrained(hub_id, subfolder=subfolder, local_files_only=True,
+                                                     **_quiet_kwargs())
+        except (OSError, ValueError):  # not in the cache (diffusers raises OSError/EnvironmentError)
+            pass
+    if not _online_allowed():
+        raise FileNotFoundError("not in the local Hugging Face cache (HF_HUB_OFFLINE is set, so no download was tried)")
+    # One quick metadata request first: it fails in well under a second without a network (a blind
+    # download retries for ~25 s per file) and tells whether the VAE sits at the root or in vae/.
+    from huggingface_hub import model_info
+
+    try:
+        files = {f.rfilename for f in model_info(hub_id, timeout=10).siblings or []}
+    except Exception as exc:  # offline, unknown repo, gated: huggingface_hub/httpx error types vary
+        raise FileNotFoundError(f"not in the local Hugging Face cache, and the Hub did not answer "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from exc
+    subfolder = None if "config.json" in files else "vae" if "vae/config.json" in files else None
+    if subfolder is None and "config.json" not in files:
+        raise FileNotFoundError("the Hub repository has no VAE config.json (neither at its root nor in vae/)")
+    return AutoencoderKL.from_pretrained(hub_id, subfolder=subfolder, **_quiet_kwargs())
 
 
 def load_kl(source: VaeSource, family: str) -> tuple[torch.nn.Module, str, bool, float | None]:
@@ -116,7 +137,7 @@ def load_kl(source: VaeSource, family: str) -> tuple[torch.nn.Module, str, bool,
 
     if source.form in ("diffusers", "hub"):
         if source.form == "diffusers":
-            model = AutoencoderKL.from_pretrained(source.location, local_files_only=True)
+            model = AutoencoderKL.from_pretrained(source.location, local_files_only=True, **_quiet_kwargs())
         else:
             model = _from_hub(source.location)
         return model.eval(), family, family == "auto", float(model.config.scaling_factor)
@@ -131,7 +152,8 @@ def load_kl(source: VaeSource, family: str) -> tuple[torch.nn.Module, str, bool,
         family, guessed = hinted or fits[0], hinted is None
     elif family not in fits:
         raise ValueError(f"{arch['latent_channels']} latent channels do not fit family {family!r}")
-    model = AutoencoderKL.from_single_file(tensors, config=str(CONFIG_DIR / family), local_files_only=True, **arch)
+    model = AutoencoderKL.from_single_file(tensors, config=str(CONFIG_DIR / family), local_files_only=True,
+                                           **_quiet_kwargs(), **arch)
     # diffusers loads converted weights with strict=False: prove every tensor found its place.
     loaded = model.state_dict()
     if len(loaded) != len(tensors) or any(p.is_meta for p in model.parameters()):

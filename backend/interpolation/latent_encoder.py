@@ -44,9 +44,9 @@ FAMILIES = {
 KINDS = ("kl", "tiny")
 FIX_ADVICE = {
     "kl": "Set vae.source to a VAE (a diffusers folder, a .safetensors VAE file or checkpoint, or a Hugging Face "
-          "id already in the local cache), or set comfyui.dir so Reverie can use ComfyUI's models/vae or checkpoints.",
+          "id already in the local cache), or set vae.comfyui_dir so Reverie can use ComfyUI's models/vae or checkpoints.",
     "tiny": "Set vae.source to a TAESD-style *_encoder.pth file (its *_decoder.pth beside it) or the folder holding "
-            "the pair, or set comfyui.dir so Reverie can use ComfyUI's models/vae_approx.",
+            "the pair, or set vae.comfyui_dir so Reverie can use ComfyUI's models/vae_approx.",
 }
 
 
