@@ -267,3 +267,15 @@ def test_server_restart_between_jobs_does_not_lose_websocket_images(fake, client
     assert len(client.run(invert_graph(ref, "SaveImageWebsocket"))) == 1
     fake.restart()
     assert len(client.run(invert_graph(ref, "SaveImageWebsocket"))) == 1
+
+
+def test_one_client_keeps_at_most_one_job_in_flight(fake, client, picture):
+    ref = client.upload_image(picture, "in.png")
+    fake.latency = 0.2
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(client.run(invert_graph(ref)))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(results) == 3 and fake.peak_queue == 1

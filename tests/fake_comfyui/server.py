@@ -53,6 +53,7 @@ class FakeComfyUI:
         self.last_node_id: str | None = None
         self.interrupt_requested = False
         self._number = 0
+        self.peak_queue = 0            # most prompts queued + running at once (one-job-in-flight tests)
         self._temp_tag = "".join(random.choices(string.ascii_lowercase, k=5))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -172,6 +173,7 @@ class FakeComfyUI:
     # -- used by routes and executor (loop thread) ----------------------------------------------
     async def enqueue(self, job: Job) -> None:
         self.pending.append(job)
+        self.peak_queue = max(self.peak_queue, len(self.pending) + (self.running is not None))
         await self.broadcast_status()
         self._wake.set()
 
