@@ -144,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"Reverie skin at {target}")
     print(f"  settings: {target / '@Resources' / 'Variables.inc'}")
-    print(f"  controls: {target / '@Resources' / 'Control.ini'} (the daemon finds it by itself)")
+    control = target / "@Resources" / "Control.ini"
+    if rainmeter_skins_dir() == skins_dir:
+        print(f"  controls: {control} (the daemon finds it by itself)")
+    else:  # not where the daemon looks by default: say the one line that connects them
+        print(f"  controls: {control}\n  add to config.yaml so the daemon finds it:  control: {{file: '{control}'}}")
     if not args.no_refresh:
         refresh_rainmeter()
     print("In Rainmeter: Manage > Refresh all, then load Reverie > Reverie.ini (if it is not loaded yet).")
