@@ -56,15 +56,21 @@ class Daemon:
             self.gen = HybridGenerator(self.source, self.encoder, schedule_settings(self.config)).start()
             self._play(max_frames)
         except (UserError, KeyframeSourceError) as exc:
-            self.last_error = str(exc)
-            self._close()
-            self._status("error")
+            self._fail(str(exc))
             raise UserError(str(exc)) from None
+        except BaseException as exc:
+            self._fail(f"{type(exc).__name__}: {exc}")
+            raise
         self._close()
         self._status("stopped")
         log.info("stopped after %d frames (%s)", self.shown.get("frame", -1) + 1,
                  self.shutdown.reason or "done")
         return 0
+
+    def _fail(self, message: str) -> None:
+        self.last_error = message
+        self._close()
+        self._status("error")
 
     def _close(self) -> None:
         if self.gen is not None and not self.gen.close(timeout=2.0):

@@ -13,12 +13,12 @@ def fit_cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """Any-size image -> RGB image of exactly `size` = (width, height).
 
     Scales so the image covers the target (no letterbox bars) and crops the overflow evenly
-    from both sides; an image already at `size` is only converted to RGB.
+    from both sides. Always returns a new, loaded image (safe after the source file is closed).
     """
     width, height = size
     if width <= 0 or height <= 0:
         raise ValueError(f"size must be positive, got {size}")
-    image = image.convert("RGB") if image.mode != "RGB" else image
+    image = image.convert("RGB")  # loads the pixels and makes a copy, whatever the mode
     if image.size == (width, height):
         return image
     scale = max(width / image.width, height / image.height)

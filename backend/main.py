@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as exc:
             log.error("%s", exc)
             return 2
+        except Exception:  # a bug, not a user error: full traceback in the log, status "error"
+            log.exception("Reverie stopped on an unexpected error")
+            return 1
     except KeyboardInterrupt:  # a Ctrl-C before the handlers could take over (during imports)
         return 0
     finally:
