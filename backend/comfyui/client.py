@@ -20,8 +20,9 @@ import requests
 from PIL import Image
 
 from backend.comfyui.errors import (ComfyError, ComfyTimeout, ComfyUnavailable, ExecutionFailed,
-                                    Interrupted, JobLost, WorkflowRejected, rejection_from_body)
-from backend.comfyui.events import Disconnected, EventSocket, JobTracker, execution_error
+                                    Interrupted, JobLost, WorkflowRejected, raise_for_history_status,
+                                    rejection_from_body)
+from backend.comfyui.events import Disconnected, EventSocket, JobTracker
 from backend.comfyui.discovery import discover
 from backend.comfyui.images import MAX_IMAGE_BYTES, decode_image, encode_png
 from backend.comfyui.jobwait import wait_for_job
@@ -129,13 +130,20 @@ class ComfyClient:
         Older servers ignore the prompt_id in /interrupt and stop whatever runs, so /queue is
         checked first: we never interrupt somebody else's job.
         """
-        queue = self._get_json("/queue")
-        running = [e[1] for e in queue.get("queue_running", []) if isinstance(e, list) and len(e) > 1]
-        pending = [e[1] for e in queue.get("queue_pending", []) if isinstance(e, list) and len(e) > 1]
+        running, pending = self.queue_ids()
         if prompt_id in running:
             self._post("/interrupt", {"prompt_id": prompt_id})
         elif prompt_id in pending:
             self._post("/queue", {"delete": [prompt_id]})
+
+    def queue_ids(self) -> tuple[list[str], list[str]]:
+        """Prompt ids (running, pending) from GET /queue; entries are [number, id, graph, extra, outputs]."""
+        queue = self._get_json("/queue")
+
+        def ids(key: str) -> list[str]:
+            entries = queue.get(key)
+            return [str(e[1]) for e in entries if isinstance(e, list) and len(e) > 1] if isinstance(entries, list) else []
+        return ids("queue_running"), ids("queue_pending")
 
     def close(self) -> None:
         """Stop: a job in flight is interrupted (raises Interrupted in its thread); sockets closed."""
@@ -194,7 +202,7 @@ class ComfyClient:
         if tracker.error is not None:
             raise tracker.error
         if entry is not None:
-            _raise_for_status(entry, tracker.prompt_id)
+            raise_for_history_status(entry, tracker.prompt_id)
         if tracker.ws_output_nodes:
             if tracker.ws_images:
                 return [decode_image(b) for b in tracker.ws_images]
@@ -245,10 +253,8 @@ class ComfyClient:
             while time.monotonic() < deadline:
                 if self._history(prompt_id) is not None:
                     break
-                queue = self._get_json("/queue")
-                ids = [e[1] for key in ("queue_running", "queue_pending") for e in queue.get(key, [])
-                       if isinstance(e, list) and len(e) > 1]
-                if prompt_id not in ids:
+                running, pending = self.queue_ids()
+                if prompt_id not in running + pending:
                     break
                 time.sleep(0.05)
         except ComfyError:
@@ -282,16 +288,3 @@ class ComfyClient:
         if self._ws is not None:
             self._ws.close()
             self._ws = None
-
-
-def _raise_for_status(entry: dict, prompt_id: str) -> None:
-    status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
-    if status.get("status_str") != "error":
-        return
-    for message in reversed(status.get("messages") or []):
-        if isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict):
-            if message[0] == "execution_error":
-                raise execution_error(message[1])
-            if message[0] == "execution_interrupted":
-                raise Interrupted(f"ComfyUI interrupted prompt {prompt_id}")
-    raise ExecutionFailed(f"prompt {prompt_id} ended with an error")

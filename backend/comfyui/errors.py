@@ -97,3 +97,29 @@ def rejection_from_body(status: int, body, text: str) -> WorkflowRejected:
     else:
         summary = _text(error) or "ComfyUI rejected the workflow"
     return WorkflowRejected(f"ComfyUI rejected the workflow: {summary}", lines)
+
+
+def execution_error(data: dict) -> ExecutionFailed:
+    """execution_error data -> 'KSampler (node 3) failed: torch.OutOfMemoryError: first line'."""
+    node_type, node_id = data.get("node_type"), data.get("node_id")
+    exc_type = data.get("exception_type") or "error"
+    first = str(data.get("exception_message") or "").strip().splitlines()
+    line = first[0] if first else ""
+    return ExecutionFailed(f"{node_type} (node {node_id}) failed: {exc_type}: {line}".rstrip(": "),
+                           node_id=None if node_id is None else str(node_id),
+                           node_type=None if node_type is None else str(node_type),
+                           exception_type=str(exc_type))
+
+
+def raise_for_history_status(entry: dict, prompt_id: str) -> None:
+    """A history entry with status_str "error" -> the ExecutionFailed/Interrupted it records."""
+    status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
+    if status.get("status_str") != "error":
+        return
+    for message in reversed(status.get("messages") or []):
+        if isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict):
+            if message[0] == "execution_error":
+                raise execution_error(message[1])
+            if message[0] == "execution_interrupted":
+                raise Interrupted(f"ComfyUI interrupted prompt {prompt_id}")
+    raise ExecutionFailed(f"prompt {prompt_id} ended with an error")

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import websocket
 
-from backend.comfyui.errors import ComfyError, ComfyUnavailable, ExecutionFailed, Interrupted
+from backend.comfyui.errors import ComfyError, ComfyUnavailable, Interrupted, execution_error
 
 PREVIEW_IMAGE = 1
 PREVIEW_IMAGE_WITH_METADATA = 4
@@ -134,15 +134,3 @@ class JobTracker:
             pid = meta.get("prompt_id", self.prompt_id) if isinstance(meta, dict) else None
             if pid == self.prompt_id and node in self.ws_output_nodes and node == self.current_node:
                 self.ws_images.append(frame[8 + size:])
-
-
-def execution_error(data: dict) -> ExecutionFailed:
-    """execution_error data -> 'KSampler (node 3) failed: torch.OutOfMemoryError: first line'."""
-    node_type, node_id = data.get("node_type"), data.get("node_id")
-    exc_type = data.get("exception_type") or "error"
-    first = str(data.get("exception_message") or "").strip().splitlines()
-    line = first[0] if first else ""
-    return ExecutionFailed(f"{node_type} (node {node_id}) failed: {exc_type}: {line}".rstrip(": "),
-                           node_id=None if node_id is None else str(node_id),
-                           node_type=None if node_type is None else str(node_type),
-                           exception_type=str(exc_type))

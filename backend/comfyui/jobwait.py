@@ -72,10 +72,8 @@ def _poll(client, prompt_id: str) -> str:
     """'done' (history has it), 'active' (queued or running) or 'lost'."""
     if client._history(prompt_id) is not None:
         return "done"
-    queue = client._get_json("/queue")
-    for key in ("queue_running", "queue_pending"):
-        for entry in queue.get(key, []) if isinstance(queue, dict) else []:
-            if isinstance(entry, list) and len(entry) > 1 and entry[1] == prompt_id:
-                return "active"
+    running, pending = client.queue_ids()
+    if prompt_id in running or prompt_id in pending:
+        return "active"
     # it may have finished between the two requests
     return "done" if client._history(prompt_id) is not None else "lost"

@@ -15,7 +15,6 @@ from urllib.parse import urlparse
 
 from aiohttp import WSMsgType, web
 
-from tests.fake_comfyui import schemas
 from tests.fake_comfyui.executor import Job
 from tests.fake_comfyui.validate import MalformedPrompt, validate
 
