@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -224,3 +225,68 @@ _SD15 = {
     "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
     "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "reverie/keyframe", "images": ["8", 0]}},
 }
+
+
+def test_prompt_without_client_id_broadcasts_only_status_and_progress_state(recorded, http, fake):
+    _upload(http, fake)
+    _run_and_record(http, fake, invert_graph("frame.png"))                 # nodes 1, 2 now cached
+    graph = invert_graph("frame.png")
+    graph["3"]["inputs"]["filename_prefix"] = "noclient"
+    bystander = websocket.create_connection(f"ws://127.0.0.1:{fake.port}/ws?clientId=other", timeout=5)
+    kinds = [json.loads(bystander.recv())["type"]]
+    http.post(fake.url + "/prompt", json={"prompt": graph})
+    bystander.settimeout(0.3)
+    try:
+        while True:
+            kinds.append(json.loads(bystander.recv())["type"])
+    except websocket.WebSocketTimeoutException:
+        pass
+    bystander.close()
+    assert kinds == _recorded_types(recorded["scenarios"]["success_no_client_id"])
+
+
+def test_feature_flags_switch_image_frames_to_type_4_with_metadata(http, fake):
+    _upload(http, fake)
+    cid = uuid.uuid4().hex
+    ws = websocket.create_connection(f"ws://127.0.0.1:{fake.port}/ws?clientId={cid}", timeout=5)
+    ws.recv()
+    ws.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
+    assert json.loads(ws.recv())["data"]["supports_preview_metadata"] is True
+    pid = http.post(fake.url + "/prompt", json={"prompt": invert_graph("frame.png", "SaveImageWebsocket"),
+                                                "client_id": cid}).json()["prompt_id"]
+    while not isinstance(frame := ws.recv(), bytes):
+        pass
+    ws.close()
+    size = int.from_bytes(frame[4:8], "big")
+    meta = json.loads(frame[8:8 + size])
+    assert frame[:4] == b"\x00\x00\x00\x04" and meta["prompt_id"] == pid and meta["node_id"] == "3"
+    assert frame[8 + size:8 + size + 4] == b"\x89PNG"
+
+
+def test_reconnecting_mid_run_resumes_with_executing_without_prompt_id(http, fake):
+    _upload(http, fake)
+    fake.latency = 0.6
+    cid = uuid.uuid4().hex
+    ws = websocket.create_connection(f"ws://127.0.0.1:{fake.port}/ws?clientId={cid}", timeout=5)
+    http.post(fake.url + "/prompt", json={"prompt": invert_graph("frame.png"), "client_id": cid})
+    while json.loads(ws.recv())["type"] != "executing":
+        pass
+    ws.close()
+    again = websocket.create_connection(f"ws://127.0.0.1:{fake.port}/ws?clientId={cid}", timeout=5)
+    assert json.loads(again.recv())["data"]["sid"] == cid
+    assert json.loads(again.recv()) == {"type": "executing", "data": {"node": "1"}}
+    again.close()
+
+
+def test_kill_mid_run_drops_sockets_and_forgets_the_job(http, fake):
+    _upload(http, fake)
+    fake.latency, fake.kill_mid_run = 0.5, True
+    cid = uuid.uuid4().hex
+    ws = websocket.create_connection(f"ws://127.0.0.1:{fake.port}/ws?clientId={cid}", timeout=5)
+    pid = http.post(fake.url + "/prompt", json={"prompt": invert_graph("frame.png"), "client_id": cid}).json()["prompt_id"]
+    with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+        while True:
+            ws.recv()
+    time.sleep(fake.restart_delay + 0.2)
+    assert http.get(f"{fake.url}/history/{pid}").json() == {}
+    assert http.get(fake.url + "/queue").json() == {"queue_running": [], "queue_pending": []}
