@@ -35,6 +35,7 @@ def wait_for_job(client, tracker: JobTracker, deadline: float) -> None:
             try:
                 client._ensure_ws()
                 failures = 0
+                next_poll = now               # back after a drop: did the server keep our job?
             except ComfyUnavailable:
                 reconnect_at = now + RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
                 failures += 1
