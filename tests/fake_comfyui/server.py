@@ -130,7 +130,7 @@ class FakeComfyUI:
         self._runner = web.AppRunner(build_app(self), handle_signals=False, shutdown_timeout=0.5,
                                      access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)   # asyncio sets SO_REUSEADDR on POSIX
         await site.start()
         self.port = self._runner.addresses[0][1]
 
