@@ -10,6 +10,7 @@ server alike, so the fake cannot drift from reality unnoticed.
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 import requests
 
 from tests.real_comfyui import build
+from tests.real_comfyui.raw import invert_graph
 from tests.real_comfyui.server import PLACEHOLDER_CHECKPOINT, RealComfyUI
 
 NOT_SET_UP = "real ComfyUI not set up: run python tests/real_comfyui/server.py setup"
@@ -38,6 +40,21 @@ class ServerUnderTest:
         if self.handle is None:
             pytest.skip("REVERIE_REAL_COMFYUI_URL names a server this test may not kill or restart")
         return self.handle
+
+    def slow_graph(self, image_ref: str, seconds: float = 4.0) -> dict:
+        """A model-free job that stays running for a while: the fake is told to take `seconds`;
+        the real server gets three 768x768 blurs (~1 s each on an idle core, interruptible between them),
+        of a fresh colour each call: an identical graph would be served from ComfyUI's cache at once."""
+        if self.kind == "fake":
+            self.handle.latency = seconds
+            return invert_graph(image_ref, prefix="reverie/slow")
+        graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 768, "height": 768, "batch_size": 1,
+                                                              "color": uuid.uuid4().int % (1 << 24)}}}
+        for node in range(2, 5):
+            graph[str(node)] = {"class_type": "ImageBlur",
+                                "inputs": {"image": [str(node - 1), 0], "blur_radius": 31, "sigma": 5.0}}
+        graph["5"] = {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}}
+        return graph
 
     def require_dirs(self) -> tuple[Path, Path]:
         if self.input_dir is None or self.output_dir is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 import uuid
 
 import numpy as np
@@ -46,6 +47,34 @@ def is_inverted(result: Image.Image, source: np.ndarray) -> bool:
     truncates (255 * (1 - 238/255) -> 16), so exact equality would test the float rounding."""
     result = np.asarray(result.convert("RGB"), dtype=np.int16)
     return result.shape == source.shape and int(np.abs(result - (255 - source.astype(np.int16))).max()) <= 1
+
+
+def running_prompts(url: str) -> list[str]:
+    """Prompt ids in /queue's queue_running."""
+    return [entry[1] for entry in requests.get(url + "/queue", timeout=10).json()["queue_running"]]
+
+
+def wait_until_running(url: str, timeout: float = 30.0) -> str:
+    """Block until /queue shows a running prompt and return its id (polled: the server pushes
+    nothing to a client that did not queue it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = running_prompts(url)
+        if running:
+            return running[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no prompt started running on {url} within {timeout} s")
+
+
+def wait_until_idle(url: str, timeout: float = 30.0) -> None:
+    """Block until /queue is empty (nothing running, nothing pending)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queue = requests.get(url + "/queue", timeout=10).json()
+        if not queue["queue_running"] and not queue["queue_pending"]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{url} still busy after {timeout} s: {queue}")
 
 
 class RawSession:

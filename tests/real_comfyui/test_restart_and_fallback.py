@@ -6,37 +6,18 @@ slow model-free graph so the kill lands while the job runs), and the client must
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import requests
 
 from backend.comfyui.client import ComfyClient, JobLost, WorkflowRejected
 from backend.comfyui.keyframe import KeyframeGenerator
 from backend.comfyui.workflow import parse_workflow
 from tests.real_comfyui import build
 from tests.real_comfyui.conftest import NOT_SET_UP
-from tests.real_comfyui.raw import RawSession, invert_graph, is_inverted, pattern
+from tests.real_comfyui.raw import RawSession, invert_graph, is_inverted, pattern, wait_until_running
 from tests.real_comfyui.server import RealComfyUI
-
-# EmptyImage 2048x2048 blurred with radius 31: ~8 s on one CPU core, no model, no input file.
-SLOW_GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {"width": 2048, "height": 2048, "batch_size": 1,
-                                                          "color": 8421504}},
-              "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 31, "sigma": 5.0}},
-              "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
-
-
-def _wait_until_running(url: str, timeout: float = 30.0) -> None:
-    """Block until /queue shows a running prompt (polled: the real server offers no push for this)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if requests.get(url + "/queue", timeout=5).json()["queue_running"]:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"no prompt started running on {url} within {timeout} s")
-
 
 def test_server_killed_mid_job_gives_job_lost_then_a_resubmit_succeeds(comfy_server):
     server = comfy_server.require_handle()
@@ -50,8 +31,8 @@ def test_server_killed_mid_job_gives_job_lost_then_a_resubmit_succeeds(comfy_ser
                 client.run(invert_graph(ref, prefix="reverie/restart"))
         else:
             with ThreadPoolExecutor(1) as pool:
-                job = pool.submit(client.run, SLOW_GRAPH)
-                _wait_until_running(comfy_server.url)
+                job = pool.submit(client.run, comfy_server.slow_graph(ref))
+                wait_until_running(comfy_server.url)
                 server.kill()
                 server.start()           # same port and folders; ComfyUI forgets queue and history
                 with pytest.raises(JobLost):
