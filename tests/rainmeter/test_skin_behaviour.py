@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 
@@ -99,11 +100,14 @@ def test_a_refreshed_skin_shows_the_last_frame_of_a_stopped_daemon(installed: In
 
 
 def test_a_ring_slot_rewritten_with_new_content_is_reloaded(installed: Installed, daemon: Daemon) -> None:
-    """Same path, new size/mtime: Rainmeter's HasFileChanged says changed, so it re-decodes."""
+    """Same path, new mtime: Rainmeter's HasFileChanged says changed, so it re-decodes. Random
+    frames all have the same PNG size, so only the mtime differs: the writes must be more than one
+    clock tick apart (a ring of 3 makes it 3 frame periods: 50 ms at 60 fps, > 16 ms on Windows)."""
     sim = installed.sim()
     shown = [daemon.show(i, fps=10.0) for i in range(1)]
     sim.update()
     for index in (3, 6):  # frame_0.png again each time
+        time.sleep(0.03)
         shown.append(daemon.show(index, fps=10.0))
         sim.update()
         assert sim.images["metertop"].path.name == "frame_0.png"
@@ -148,3 +152,28 @@ def test_open_and_start_items_run_the_right_programs(installed: Installed) -> No
     assert sim.run_commands[0] == f'"{out}"'
     assert sim.run_commands[1].startswith('"notepad.exe" "') and sim.run_commands[1].endswith('config.yaml"')
     assert sim.run_commands[2].startswith('"/usr/bin/python3" "') and "backend\\main.py\" --config" in sim.run_commands[2]
+
+
+def test_a_status_without_a_frame_file_leaves_the_picture_alone(installed: Installed, daemon: Daemon) -> None:
+    """A daemon (re)starting writes frame 0 with no frame_file before its first picture."""
+    sim = installed.sim()
+    last = [daemon.show(i, fps=10.0) for i in range(7)][-1]
+    sim.update()
+    daemon.status.write(new_status(state="starting", frame=0))  # frame_file "" (restart)
+    sim.update()
+    assert sim.measures["measurestate"][1] == "starting"
+    assert np.array_equal(sim.composite(), last) and sim.log == []
+    first = daemon.show(0, fps=10.0)
+    sim.update()
+    assert np.array_equal(sim.composite(), first) and sim.log == []
+
+
+def test_a_skin_loaded_before_the_first_frame_keeps_its_placeholder(installed: Installed, daemon: Daemon) -> None:
+    sim = installed.sim()
+    placeholder = sim.composite()
+    daemon.status.write(new_status(state="waiting_for_comfyui", frame=0))
+    sim.update()
+    daemon.status.write(new_status(state="waiting_for_comfyui", frame=1))
+    sim.update()
+    assert sim.measures["measurestate"][1] == "waiting for ComfyUI"
+    assert np.array_equal(sim.composite(), placeholder) and sim.log == []
