@@ -177,3 +177,25 @@ def test_a_skin_loaded_before_the_first_frame_keeps_its_placeholder(installed: I
     sim.update()
     assert sim.measures["measurestate"][1] == "waiting for ComfyUI"
     assert np.array_equal(sim.composite(), placeholder) and sim.log == []
+
+
+def test_a_dynamic_meter_on_current_frame_png_reloads_but_opens_the_file_every_update(
+        installed: Installed, daemon: Daemon) -> None:
+    """The alternative the skin rejects: DynamicVariables=1 re-checks the picture on every update
+    (10 opens a second, each one able to block the daemon's replace on Windows)."""
+    daemon.show(0)
+    skin: Skin = installed.load()
+    skin.values[("metertop", "imagename")] = str(installed.output / "current_frame.png")
+    skin.values[("metertop", "dynamicvariables")] = "1"
+    skin.values[("measureframeno", "onchangeaction")] = ""
+    skin.values[("measureframefile", "ifmatchaction")] = ""
+    sim = SkinSim(skin)
+    sim.update()
+    opens = sim.opens
+    for _ in range(10):
+        sim.update()
+    assert sim.opens - opens == 10  # one open per update even though nothing changed
+    time.sleep(0.03)
+    second = daemon.show(1)
+    sim.update()
+    assert np.array_equal(sim.composite(), second)
