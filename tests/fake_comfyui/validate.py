@@ -133,7 +133,11 @@ class _Checker:
             return None
         if isinstance(kind, list):
             if value not in kind:
-                return _err("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {kind}", extra)
+                # the real server abbreviates long lists (scanned model paths) and drops input_config
+                listed = f"(list of length {len(kind)})" if len(kind) > 20 else str(kind)
+                if len(kind) > 20:
+                    extra["input_config"] = None
+                return _err("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {listed}", extra)
             return None
         if kind in ("INT", "FLOAT"):
             try:
@@ -141,6 +145,7 @@ class _Checker:
             except (TypeError, ValueError) as exc:
                 return _err("invalid_input_type", f"Failed to convert an input value to a {kind} value",
                             f"{name}, {extra['received_value']}, {exc}", {**extra, "exception_message": str(exc)})
+            extra["received_value"] = value
             if "min" in opts and value < opts["min"]:
                 return _err("value_smaller_than_min", f"Value {value} smaller than min of {opts['min']}", name, extra)
             if "max" in opts and value > opts["max"]:
