@@ -100,11 +100,12 @@ class RealComfyUI:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # never via an http_proxy
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited with {self.process.returncode} while starting:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.url + "/system_stats", timeout=2) as response:
+                with direct.open(self.url + "/system_stats", timeout=2) as response:
                     if response.status == 200:
                         return
             except (OSError, urllib.error.URLError):
