@@ -66,6 +66,7 @@ class _Handlers:
         running = fake.running
         if running is not None and running.client_id == sid and fake.last_node_id is not None:
             await fake.send("executing", {"node": fake.last_node_id}, sid)   # no prompt_id, as the real one
+        first = True
         try:
             async for msg in sock:
                 if msg.type != WSMsgType.TEXT:
@@ -74,7 +75,8 @@ class _Handlers:
                     data = json.loads(msg.data)
                 except ValueError:
                     continue
-                if isinstance(data, dict) and data.get("type") == "feature_flags":
+                was_first, first = first, False
+                if was_first and isinstance(data, dict) and data.get("type") == "feature_flags":   # first only
                     fake.sockets[sid][2].update(data.get("data") or {})
                     await fake.send("feature_flags", fake.features(), sid, force=True)
         finally:
