@@ -109,15 +109,17 @@ class FrameWriter:
 
     output_dir: created if missing; png_compression: zlib level 0..9 (1 is 1.7-3x faster than 6);
     ring_size: >= 2 ring files; history_keep: newest history frames kept, 0 = no history;
-    retries/delay: PermissionError retries per file (see atomic_write_bytes); replace: test seam."""
+    retries/delay: PermissionError retries per file (see atomic_write_bytes); replace, write: test seams."""
 
     def __init__(self, output_dir: Path, *, png_compression: int = 1, ring_size: int = 3, history_keep: int = 0,
-                 retries: int = 20, delay: float = 0.01, replace: Callable[[str, str], None] = os.replace):
+                 retries: int = 20, delay: float = 0.01, replace: Callable[[str, str], None] = os.replace,
+                 write: Callable[[int, memoryview], int] = os.write):
         if ring_size < 2:
             raise ValueError(f"ring_size must be >= 2, got {ring_size}")
         self.output_dir = Path(output_dir)
         self.ring_size = ring_size
-        self._write_options = {"retries": retries, "delay": delay, "replace": replace}  # replace: a test seam
+        # replace / write: test seams (a reader locking the file, a full disk), as in atomic_write_bytes
+        self._write_options = {"retries": retries, "delay": delay, "replace": replace, "write": write}
         self.png_compression, self.history_keep = 1, 0
         self.configure(png_compression=png_compression, history_keep=history_keep)
         self.current_path = self.output_dir / "current_frame.png"
