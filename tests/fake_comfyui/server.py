@@ -213,8 +213,7 @@ class FakeComfyUI:
                              "torch_vram_total": 0, "torch_vram_free": 0}]}
 
     def object_info_all(self) -> dict:
-        files = [str(p.relative_to(self.root / "input").as_posix()) for p in (self.root / "input").rglob("*")
-                 if p.is_file()]
+        files = [p.name for p in (self.root / "input").iterdir() if p.is_file()]   # top level, like LoadImage
         return schemas.object_info(files, self.checkpoints, websocket_node=self.websocket_node)
 
     async def send(self, kind: str, data: dict, sid: str | None, *, force: bool = False,
