@@ -100,7 +100,9 @@ class Daemon:
                     self._status(waiting)
                     next_waiting_status = time.monotonic() + 0.25
                 continue
-            # Pace: show it at its deadline (an Event wait, so a stop request cuts it short).
+            # Pace: show it at its deadline (an Event wait, so a stop request cuts it short),
+            # after using the time until then for the next frames' encode/decode.
+            self.gen.prepare(until=deadline)
             if stop.wait(max(0.0, deadline - time.monotonic())):
                 break
             # Write the frame and the status.

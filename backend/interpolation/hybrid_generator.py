@@ -60,6 +60,7 @@ class _Key:
     keyframe: Any                       # what the source returned
     image: Any                          # PIL RGB at the configured resolution
     latent: torch.Tensor | None = None  # [1, C, H/8, W/8] scaled latent, made on first need
+    pixels: np.ndarray | None = None    # decode(latent) [H, W, 3] uint8, made on first need
 
 
 class HybridGenerator:
@@ -80,7 +81,8 @@ class HybridGenerator:
         self._current: _Key | None = None            # K_s
         self._next: _Key | None = None               # K_{s+1}, taken when first needed
         self._inbetweens: torch.Tensor | None = None  # [N_s, C, h, w] latents of this segment
-        self._decoded: deque[np.ndarray] = deque()   # decoded frames not yet served
+        self._decoded: deque[np.ndarray] = deque()   # decoded in-betweens not yet served
+        self._decoded_upto = 0                       # in-betweens 1..this of the segment decoded
         self._need_since: float | None = None        # when a missing keyframe was first needed
         self.stalls = 0                  # waits for a keyframe after the first segment
         self.stall_seconds = 0.0
@@ -184,6 +186,37 @@ class HybridGenerator:
         self._n = self.frames_for(self.settings)
         self._inbetweens = None
         self._decoded.clear()
+        self._decoded_upto = 0
+
+    def prepare(self, until: float) -> None:
+        """Spend the idle time before `until` (monotonic) on work the coming frames need.
+
+        In order: take and encode K_{s+1} once the worker has it, decode in-betweens of this
+        segment ahead (as many per batch as fit), decode the next keyframe slot. Each step runs
+        only when its measured cost fits before `until`, so the frame waiting to be written at
+        `until` is never made late; without this, that work lands on the frames that need it
+        and the cadence jitters at every segment start.
+        """
+        while self._current is not None and self._vae():
+            left = until - self._clock()
+            # Twice the measured cost: a decode that runs long must not make the frame late.
+            cost = 2.0 * self.decode_seconds if self.decode_seconds is not None else None
+            if self._next is None:
+                if self.worker.ready is None or (cost or 0.0) > left:
+                    return
+                self._next = self._wrap(self.worker.take(0))
+                self._latent(self._next)
+            elif cost is None or cost > left:
+                return
+            elif self._decoded_upto < self._n:
+                self._decode_chunk(min(self.settings.max_batch, int(left / cost)))
+            elif self._next.pixels is None:
+                self._next.pixels = self._decode(self._latent(self._next))[0]
+            else:
+                return
+
+    def _wrap(self, keyframe: Any) -> _Key:
+        return _Key(keyframe, fit_cover(keyframe.image, self._resolution))
 
     def _take(self, timeout: float | None, due: float | None) -> _Key | None:
         now = self._clock()
@@ -198,7 +231,7 @@ class HybridGenerator:
         if self._segment >= 1 and waited > 0.001:
             self.stalls += 1
             self.stall_seconds += waited
-        return _Key(keyframe, fit_cover(keyframe.image, self._resolution))
+        return self._wrap(keyframe)
 
     # -- pixels ------------------------------------------------------------------------------
     def _vae(self) -> bool:
@@ -215,7 +248,9 @@ class HybridGenerator:
     def _keyframe_pixels(self, key: _Key) -> np.ndarray:
         if not self._vae() or self.settings.show_raw_keyframes:
             return np.asarray(key.image, dtype=np.uint8)
-        return self._decode(self._latent(key))[0]
+        if key.pixels is None:
+            key.pixels = self._decode(self._latent(key))[0]
+        return key.pixels
 
     def _inbetween_pixels(self) -> np.ndarray:
         t = ease(self._j / (self._n + 1), self.settings.easing)
@@ -224,19 +259,21 @@ class HybridGenerator:
             b = np.asarray(self._next.image, dtype=np.float32)
             return np.clip(np.rint(a + (b - a) * t), 0, 255).astype(np.uint8)
         if not self._decoded:
-            self._decode_chunk()
+            self._decode_chunk(self._chunk_size())
         return self._decoded.popleft()
 
-    def _decode_chunk(self) -> None:
+    def _decode_chunk(self, count: int) -> None:
+        """Decode the next `count` (>= 1) in-betweens of this segment into the serving queue."""
         if self._inbetweens is None:
             z0, z1 = self._latent(self._current), self._latent(self._next)
             t = torch.arange(1, self._n + 1, dtype=torch.float32) / (self._n + 1)  # [N]
             t = ease(t, self.settings.easing).to(z0.device)
             blend = slerp if self.settings.interpolation_method == "spherical" else lerp
             self._inbetweens = blend(z0, z1, t)[:, 0]  # [N, 1, C, h, w] -> [N, C, h, w]
-        first = self._j - 1
-        count = min(self._chunk_size(), self._n - first)
+        first = self._decoded_upto
+        count = max(1, min(count, self._n - first))
         self._decoded.extend(self._decode(self._inbetweens[first:first + count]))
+        self._decoded_upto += count
 
     def _chunk_size(self) -> int:
         # Decode as many frames at once as fit in one frame interval, so a batch never makes

@@ -89,6 +89,11 @@ class KeyframeWorker:
             self._cond.notify_all()
 
     @property
+    def ready(self) -> Any:
+        """The finished keyframe waiting to be taken, or None (a peek: does not take it)."""
+        return self._ready
+
+    @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

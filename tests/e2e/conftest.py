@@ -58,7 +58,8 @@ def write_config(folder: Path, vae: Path, url: str = "http://127.0.0.1:9", **sec
 
 
 def start_daemon(folder: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # One torch thread: on a shared 2-core machine two spin against other processes (~10x slower).
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, str(MAIN), "--config", "config.yaml", *args], cwd=folder,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 

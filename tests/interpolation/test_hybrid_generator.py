@@ -287,3 +287,42 @@ def test_close_joins_the_worker_even_inside_a_slow_request_and_leaks_no_thread()
     assert gen.close(timeout=2.0)
     assert time.monotonic() - started < 1.0
     assert not gen.worker.alive and threading.active_count() == before
+
+
+def test_work_done_ahead_in_idle_time_changes_no_frame(closing):
+    plain, _, _ = make(interpolation_frames=3, max_batch=2)
+    ahead, _, enc = make(interpolation_frames=3, max_batch=2)
+    closing(plain)
+    closing(ahead)
+    expected = pull(plain, 14)
+    got = []
+    for _ in range(14):
+        got.append(ahead.next_frame(timeout=10))
+        time.sleep(0.02)  # let the worker finish the next keyframe
+        ahead.prepare(until=time.monotonic() + 1.0)
+    assert [(f.segment, f.position) for f in got] == [(f.segment, f.position) for f in expected]
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(got, expected))
+    assert max(d.shape[0] for d in enc.decoded) == 2
+
+
+def test_prepare_takes_the_next_keyframe_early_and_decodes_ahead_so_next_frame_only_serves(closing):
+    gen, _, enc = make(interpolation_frames=3)
+    closing(gen)
+    pull(gen, 2)  # K_0 and K_1 taken, decode cost measured
+    deadline = time.monotonic() + 5
+    while gen.worker.ready is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gen.prepare(until=time.monotonic() + 1.0)
+    calls = len(enc.decoded)
+    frames = pull(gen, 3)  # j = 2, 3 of segment 0, then the slot of segment 1
+    assert [f.position for f in frames] == [2, 3, 0]
+    assert len(enc.decoded) == calls  # everything was ready
+
+
+def test_prepare_does_nothing_when_no_time_is_left(closing):
+    gen, _, enc = make(interpolation_frames=3)
+    closing(gen)
+    pull(gen, 2)
+    calls = len(enc.decoded)
+    gen.prepare(until=time.monotonic() - 1.0)
+    assert len(enc.decoded) == calls
