@@ -50,6 +50,8 @@ def test_health_version_and_checkpoints(client):
     assert client.checkpoints() == ["v1-5-pruned-emaonly.safetensors"]
     assert "KSampler" in client.object_info("KSampler")
     assert client.object_info("NoSuchNode") == {}
+    client.free()
+    assert client.queue_ids() == ([], [])
 
 
 @pytest.mark.parametrize("mutate, expected", [
