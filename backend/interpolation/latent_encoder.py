@@ -87,6 +87,8 @@ class LatentEncoder:
             raise ValueError("family flux2 is supported by the tiny kind only (its VAE normalises latents differently)")
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        dev = pick_device(device)
+        dt = pick_dtype(dtype, dev)  # validates dtype before any weights are read
         tried: list[str] = []
         for src in candidates(kind, source, family, comfyui_dir, tried):
             try:
@@ -94,8 +96,7 @@ class LatentEncoder:
             except (OSError, ValueError, RuntimeError, KeyError) as exc:  # unreadable, wrong family, not a VAE
                 tried.append(f"{src.describe()}: {str(exc).splitlines()[0][:200]}")
                 continue
-            dev = pick_device(device)
-            runner = ModelRunner(model, kind, dev, pick_dtype(dtype, dev), max_batch, tile_threshold, tile_size)
+            runner = ModelRunner(model, kind, dev, dt, max_batch, tile_threshold, tile_size)
             log.info("VAE %s (%s) loaded from %s on %s/%s", kind, fam, src.describe(), dev, runner.dtype)
             return cls(runner, kind, fam, scale, shift, src.describe())
         raise VaeNotFoundError(FIX_ADVICE[kind], tried)

@@ -125,11 +125,8 @@ def _read_state_dict(path: Path, half: str) -> dict[str, Tensor]:
 
 def family_from_name(name: str) -> str | None:
     """Family named by a TAESD file or folder name (``taesdxl_decoder.pth`` -> ``sdxl``), else None."""
-    lowered = name.lower()
-    for prefix, family in FILENAME_FAMILIES:
-        if lowered.startswith(prefix) or f"/{prefix}" in lowered or f"\\{prefix}" in lowered:
-            return family
-    return None
+    lowered = Path(name).name.lower()
+    return next((family for prefix, family in FILENAME_FAMILIES if lowered.startswith(prefix)), None)
 
 
 def load_tiny(encoder_path: Path, decoder_path: Path, family: str = "auto") -> TinyWeights:

@@ -198,7 +198,8 @@ def test_an_explicit_path_that_does_not_exist_is_reported_not_replaced(tmp_path)
     assert len(info.value.tried) == 1
 
 
-@pytest.mark.parametrize("kwargs", [{"kind": "vq"}, {"family": "sd2"}, {"family": "flux2"}, {"max_batch": 0}])
+@pytest.mark.parametrize("kwargs", [{"kind": "vq"}, {"family": "sd2"}, {"family": "flux2"}, {"max_batch": 0},
+                                    {"dtype": "int8"}])
 def test_load_rejects_unknown_choices(kwargs, tiny_kl):
     with pytest.raises(ValueError):
         LatentEncoder.load(**{"kind": "kl", "source": str(tiny_kl[1]), **kwargs})
