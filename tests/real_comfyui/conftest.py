@@ -87,10 +87,14 @@ def real_server():
 
 @pytest.fixture
 def running_real_server(real_server):
-    """The session's real server, restarted first if an earlier test left it dead."""
+    """The session's real server: restarted if an earlier test left it dead, and warmed up (one tiny
+    prompt) after each start, so a test sees a settled server unless it restarts one itself."""
     handle = real_server.handle
-    if handle is not None and (handle.process is None or handle.process.poll() is not None):
-        handle.start()
+    if handle is not None:
+        if handle.process is None or handle.process.poll() is not None:
+            handle.start()
+        if not handle.is_warm:
+            handle.warm_up()
     return real_server
 
 

@@ -58,6 +58,7 @@ class RealComfyUI:
         self.start_timeout = start_timeout
         self.websocket_node = websocket_node   # False: an install without SaveImageWebsocket (like ComfyUI Desktop)
         self.process: subprocess.Popen | None = None
+        self._warm_pid: int | None = None
 
     url = property(lambda self: f"http://127.0.0.1:{self.port}")
     input_dir = property(lambda self: self.base_dir / "input")
@@ -117,6 +118,40 @@ class RealComfyUI:
                 pass
         self.kill()
         raise RuntimeError(f"ComfyUI did not answer /system_stats within {self.start_timeout:.0f} s:\n{self.log_tail()}")
+
+    def warm_up(self, timeout: float = 60.0) -> None:
+        """Run one tiny model-free prompt and delete its history. A fresh ComfyUI spends ~1 s on
+        its first prompt, during which WebSocket events lag behind HTTP answers; tests that are
+        not about that start-up warm the server first."""
+        graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+                 "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+                 "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+        def call(path: str, body: dict | None = None) -> dict:
+            data = None if body is None else json.dumps(body).encode()
+            request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+            with direct.open(request, timeout=10) as response:
+                text = response.read()
+            return json.loads(text) if text.strip() else {}
+
+        prompt_id = call("/prompt", {"prompt": graph})["prompt_id"]
+        deadline = time.monotonic() + timeout
+        while not call(f"/history/{prompt_id}"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ComfyUI did not finish its warm-up prompt within {timeout:.0f} s")
+            try:
+                self.process.wait(timeout=0.05)      # an interval that also notices a crash
+                raise RuntimeError(f"ComfyUI exited during its warm-up prompt:\n{self.log_tail()}")
+            except subprocess.TimeoutExpired:
+                pass
+        call("/history", {"delete": [prompt_id]})
+        self._warm_pid = self.pid
+
+    @property
+    def is_warm(self) -> bool:
+        """True once the running process has finished a warm_up() prompt."""
+        return self.process is not None and self.process.poll() is None and self._warm_pid == self.pid
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -164,12 +164,9 @@ def _sampler_graph(checkpoint: str, sampler: str, scheduler: str) -> dict:
             "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x", "images": ["8", 0]}}}
 
 
-def test_bad_sampler_names_only_the_list_length_while_a_short_list_is_spelled_out(raw, comfy_server, request):
+def test_bad_sampler_names_only_the_list_length_while_a_short_list_is_spelled_out(raw, comfy_server):
     """Real ComfyUI abbreviates choice lists longer than 20 (samplers: 42) in `details` and drops
     `input_config`: the names must come from /object_info, not from the rejection."""
-    if comfy_server.kind == "fake":
-        request.applymarker(pytest.mark.xfail(reason="fake drift (tests/fake_comfyui/validate.py, owner comfy): "
-                                              "it spells out choice lists longer than 20", strict=False))
     answer = raw.queue(_sampler_graph(comfy_server.checkpoint, "not_a_sampler", "not_a_scheduler"))
     assert answer.status_code == 400
     errors = {e["extra_info"]["input_name"]: e for e in answer.json()["node_errors"]["3"]["errors"]}
