@@ -152,9 +152,12 @@ class ComfyUISource:
                 failures, error = failures + 1, f"{type(exc).__name__}: {exc}"
             else:
                 self._set_state("connected", "")
+                self.last_error = ""  # the problem is over: the skin should not keep showing it
                 self.rotation.made_one()
                 origin = "txt2img" if source is None else "img2img"
                 return Keyframe(result.image, result.seconds, prompt.prompt, seed, True, origin)
+            if self._closed.is_set():  # the failure is our own shutdown interrupting the job
+                return None
             self.last_error = error
             if failures >= self.attempts and source is not None:
                 log.warning("keyframe failed %d times (%s); skipping it", failures, error)

@@ -12,7 +12,7 @@ import logging.handlers
 import sys
 from pathlib import Path
 
-FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
 _OURS = "_reverie_handler"
 
 
