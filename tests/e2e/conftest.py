@@ -39,13 +39,13 @@ def comfy():
         yield fake
 
 
-def write_config(folder: Path, vae: Path, url: str = "http://127.0.0.1:9", **sections) -> Path:
+def write_config(folder: Path, vae_dir: Path, url: str = "http://127.0.0.1:9", **sections) -> Path:
     """A config for a 64x64 run into folder/out, with every section overridable (flow YAML)."""
     base = {
         "generation": {"resolution": [64, 64], "hybrid": {"interpolation_frames": 3, "keyframe_denoise": 0.5}},
         "comfyui": {"url": url, "request_timeout": 5, "job_timeout": 30},
         "keyframes": {"seed": {"policy": "increment", "value": 100}},
-        "vae": {"kind": "kl", "source": str(vae), "family": "sd1", "device": "cpu", "max_batch": 4},
+        "vae": {"kind": "kl", "source": str(vae_dir), "family": "sd1", "device": "cpu", "max_batch": 4},
         "display": {"fps": 10, "output_dir": "out", "history_keep": 1000},
         "control": {"file": "out/control.ini"},
         "logging": {"file": "out/reverie.log", "level": "DEBUG"},

@@ -188,3 +188,23 @@ def test_comfyui_going_away_mid_run_is_reported_and_the_dream_carries_on_when_it
                 daemon.kill()
     assert daemon.returncode == 0, output
     assert "Traceback" not in output
+
+
+def test_check_reports_a_ready_machine_and_exits_0(tmp_path, tiny_vae, comfy):
+    write_config(tmp_path, tiny_vae, comfy.url)
+    daemon = start_daemon(tmp_path, "--check")
+    output, _ = daemon.communicate(timeout=120)
+    assert daemon.returncode == 0, output
+    assert f"answers at {comfy.url}" in output and "ComfyUI accepts the workflows" in output
+    assert "VAE kl (sd1)" in output and "ready to dream" in output
+    if "cannot use CUDA" in output:  # a CPU-only torch: the exact install line is printed
+        assert "pip install torch --index-url https://download.pytorch.org/whl/cu124" in output
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_names_a_missing_vae_and_exits_1(tmp_path, tiny_vae, comfy):
+    write_config(tmp_path, tiny_vae, comfy.url, vae={"source": str(tmp_path / "no-such-vae")})
+    daemon = start_daemon(tmp_path, "--check")
+    output, _ = daemon.communicate(timeout=120)
+    assert daemon.returncode == 1, output
+    assert "[FAIL]" in output and "no-such-vae" in output and "Traceback" not in output
