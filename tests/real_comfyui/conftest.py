@@ -19,7 +19,7 @@ import requests
 
 from tests.real_comfyui import build
 from tests.real_comfyui.raw import invert_graph
-from tests.real_comfyui.server import PLACEHOLDER_CHECKPOINT, RealComfyUI
+from tests.real_comfyui.server import PLACEHOLDER_CHECKPOINT, RealComfyUI, warm_up
 
 NOT_SET_UP = "real ComfyUI not set up: run python tests/real_comfyui/server.py setup"
 
@@ -76,7 +76,9 @@ def real_server():
     """The real ComfyUI for this session, or a skip saying how to get one."""
     url = os.environ.get("REVERIE_REAL_COMFYUI_URL")
     if url:
-        yield _external(url)
+        external = _external(url)
+        warm_up(external.url)
+        yield external
         return
     if not build.is_ready():
         pytest.skip(NOT_SET_UP)

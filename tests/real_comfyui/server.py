@@ -46,6 +46,40 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def warm_up(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
+    """Run one tiny model-free prompt on the server at `url` and delete its history.
+
+    A fresh ComfyUI spends ~1 s on its first prompt, during which WebSocket events lag behind
+    HTTP answers; tests that are not about that start-up warm the server first.
+    """
+    graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+             "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+             "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def call(path: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+        with direct.open(request, timeout=10) as response:
+            text = response.read()
+        return json.loads(text) if text.strip() else {}
+
+    prompt_id = call("/prompt", {"prompt": graph})["prompt_id"]
+    deadline = time.monotonic() + timeout
+    while not call(f"/history/{prompt_id}"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ComfyUI at {url} did not finish a warm-up prompt within {timeout:.0f} s")
+        if process is None:
+            time.sleep(0.05)                 # polling: the server pushes nothing to a client without a socket
+            continue
+        try:
+            process.wait(timeout=0.05)       # the same interval, but a crash ends the wait at once
+            raise RuntimeError(f"ComfyUI exited during its warm-up prompt (exit {process.returncode})")
+        except subprocess.TimeoutExpired:
+            pass
+    call("/history", {"delete": [prompt_id]})
+
+
 class RealComfyUI:
     """A real ComfyUI child process with its own folders; a context manager that cleans up after itself."""
 
@@ -120,32 +154,8 @@ class RealComfyUI:
         raise RuntimeError(f"ComfyUI did not answer /system_stats within {self.start_timeout:.0f} s:\n{self.log_tail()}")
 
     def warm_up(self, timeout: float = 60.0) -> None:
-        """Run one tiny model-free prompt and delete its history. A fresh ComfyUI spends ~1 s on
-        its first prompt, during which WebSocket events lag behind HTTP answers; tests that are
-        not about that start-up warm the server first."""
-        graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
-                 "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-                 "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
-        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-        def call(path: str, body: dict | None = None) -> dict:
-            data = None if body is None else json.dumps(body).encode()
-            request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
-            with direct.open(request, timeout=10) as response:
-                text = response.read()
-            return json.loads(text) if text.strip() else {}
-
-        prompt_id = call("/prompt", {"prompt": graph})["prompt_id"]
-        deadline = time.monotonic() + timeout
-        while not call(f"/history/{prompt_id}"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"ComfyUI did not finish its warm-up prompt within {timeout:.0f} s")
-            try:
-                self.process.wait(timeout=0.05)      # an interval that also notices a crash
-                raise RuntimeError(f"ComfyUI exited during its warm-up prompt:\n{self.log_tail()}")
-            except subprocess.TimeoutExpired:
-                pass
-        call("/history", {"delete": [prompt_id]})
+        """See the module function `warm_up`; also notices the process dying meanwhile."""
+        warm_up(self.url, timeout, process=self.process)
         self._warm_pid = self.pid
 
     @property
