@@ -218,7 +218,26 @@ def _cmd_setup() -> int:
     return 0
 
 
+def _recorded() -> tuple[dict | None, object | None]:
+    """The server `start` recorded, and its live psutil.Process (None when gone or when the pid now
+    belongs to another program: never signal a stranger)."""
+    import psutil   # only start/stop need it; `setup` must run before the dev requirements are installed
+
+    try:
+        state = json.loads(_state_file().read_text())
+        process = psutil.Process(state["pid"])
+        if str(build.comfyui_dir() / "main.py") in process.cmdline():
+            return state, process
+        return state, None
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return None, None
+
+
 def _cmd_start() -> int:
+    state, process = _recorded()
+    if process is not None:
+        print(f"already running: {state['url']} pid {state['pid']} (run `server.py stop` first)", file=sys.stderr)
+        return 1
     began = time.monotonic()
     server = RealComfyUI()
     try:
@@ -233,24 +252,21 @@ def _cmd_start() -> int:
 
 
 def _cmd_stop() -> int:
-    import psutil   # only `stop` needs it; `setup` must run before the dev requirements are installed
+    import psutil
 
-    try:
-        state = json.loads(_state_file().read_text())
-    except (OSError, ValueError):
+    state, process = _recorded()
+    if state is None:
         print("no server started by `server.py start` is recorded", file=sys.stderr)
         return 1
-    try:
-        process = psutil.Process(state["pid"])
+    if process is not None:
         process.terminate()
-        process.wait(timeout=10)
-    except psutil.TimeoutExpired:
-        process.kill()
-    except psutil.NoSuchProcess:
-        pass
+        try:
+            process.wait(timeout=10)
+        except psutil.TimeoutExpired:
+            process.kill()
     shutil.rmtree(state["base_dir"], ignore_errors=True)
     _state_file().unlink(missing_ok=True)
-    print(f"stopped pid {state['pid']} ({state['url']})")
+    print(f"stopped pid {state['pid']} ({state['url']})" if process else f"pid {state['pid']} was already gone")
     return 0
 
 

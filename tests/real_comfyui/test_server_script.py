@@ -7,8 +7,11 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import psutil
 import pytest
+import requests
 
 from tests.real_comfyui import build, server
 from tests.real_comfyui.server import RealComfyUI
@@ -85,3 +88,24 @@ def test_torchvision_stub_imports_like_comfyui_needs_and_raises_on_use(tmp_path)
                             env=dict(os.environ, PYTHONPATH=str(tmp_path)), timeout=60)
     assert result.returncode == 0, result.stderr
     assert "torchvision.models.efficientnet_v2_s: torchvision is stubbed" in result.stdout
+
+
+@pytest.mark.real_comfyui
+def test_cli_start_prints_the_url_refuses_a_second_start_and_stop_ends_it(tmp_path):
+    if not build.is_ready():
+        pytest.skip("real ComfyUI not set up: run python tests/real_comfyui/server.py setup")
+    if (build.home() / "running.json").exists():
+        pytest.skip("a server started by `server.py start` is recorded; the test would disturb it")
+    script = [sys.executable, str(Path(server.__file__))]
+    started = subprocess.run(script + ["start"], capture_output=True, text=True, timeout=180)
+    try:
+        assert started.returncode == 0, started.stderr
+        url, pid = started.stdout.split()[0], int(started.stdout.split()[2])
+        assert url.startswith("http://127.0.0.1:")
+        assert requests.get(url + "/system_stats", timeout=10).json()["system"]["comfyui_version"] == "0.3.75"
+        again = subprocess.run(script + ["start"], capture_output=True, text=True, timeout=60)
+        assert again.returncode == 1 and "already running" in again.stderr
+    finally:
+        stopped = subprocess.run(script + ["stop"], capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 0 and f"stopped pid {pid}" in stopped.stdout
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
