@@ -128,6 +128,9 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="GPU fp16 peak, if not in the built-in table")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = parser.parse_args()
+    unknown = set(filter(None, args.kinds.split(","))) - {"kl", "tiny"}
+    if unknown:
+        parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
     args.sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     args.kl_sizes = [parse_size(s) for s in args.kl_sizes.split(",") if s]
     if args.threads:
@@ -148,7 +151,7 @@ def main() -> None:
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     rows: list[list[str]] = []
-    for kind in args.kinds.split(","):
+    for kind in filter(None, args.kinds.split(",")):  # --kinds "" prints only the slerp line
         if kind == "tiny" and not (SHARED_TAESD / "taef2_encoder.pth").is_file():
             print(f"tiny: skipped, no TAEF2 weights at {SHARED_TAESD}")
             continue
