@@ -146,12 +146,14 @@ def load_kl(source: VaeSource, family: str) -> tuple[torch.nn.Module, str, bool,
     fits = KL_CHANNEL_FAMILIES.get(arch["latent_channels"])
     if fits is None:
         raise ValueError(f"{arch['latent_channels']} latent channels: not an SD1/SDXL/SD3/FLUX.1 VAE")
+    hinted = family_from_hints(source.location, other_keys, arch["latent_channels"])
     guessed = False
     if family == "auto":
-        hinted = family_from_hints(source.location, other_keys, arch["latent_channels"])
         family, guessed = hinted or fits[0], hinted is None
     elif family not in fits:
         raise ValueError(f"{arch['latent_channels']} latent channels do not fit family {family!r}")
+    elif source.searched and hinted and hinted != family:
+        raise ValueError(f"looks like a {hinted} VAE (by its name or checkpoint keys), not {family}")
     model = AutoencoderKL.from_single_file(tensors, config=str(CONFIG_DIR / family), local_files_only=True,
                                            **_quiet_kwargs(), **arch)
     # diffusers loads converted weights with strict=False: prove every tensor found its place.

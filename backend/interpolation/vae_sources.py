@@ -41,6 +41,7 @@ class VaeSource:
     form: str  # "diffusers" (folder) | "file" (single-file VAE or full checkpoint) | "tiny" (pair) | "hub"
     location: str  # folder/file path, encoder file for "tiny", or a Hub id
     decoder: str | None = None  # the decoder file of a tiny pair
+    searched: bool = False  # found by searching a folder (not named by the user): skip it if it names another family
 
     def describe(self) -> str:
         if self.form == "tiny":
@@ -148,11 +149,11 @@ def candidates(kind: str, source: str | None, family: str, comfyui_dir: str | Pa
             vae_dir, ckpt_dir = models / "vae", models / "checkpoints"
             files = sorted(f for f in vae_dir.glob("*") if f.suffix in KL_FILE_SUFFIXES) if vae_dir.is_dir() else []
             tried.append(f"{vae_dir}" + ("" if files else ": no VAE files"))
-            found += [VaeSource("file", str(f)) for f in files]
+            found += [VaeSource("file", str(f), searched=True) for f in files]
             ckpts = sorted(ckpt_dir.glob("*.safetensors")) if ckpt_dir.is_dir() else []
             with_vae = [f for f in ckpts if checkpoint_has_vae(f)]
             tried.append(f"{ckpt_dir}" + ("" if with_vae else ": no .safetensors checkpoint with first_stage_model.* tensors"))
-            found += [VaeSource("file", str(f)) for f in with_vae]
+            found += [VaeSource("file", str(f), searched=True) for f in with_vae]
     if kind == "kl":
         hub_id = HUB_DEFAULTS.get("sd1" if family == "auto" else family)
         if hub_id:

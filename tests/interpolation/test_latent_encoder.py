@@ -6,7 +6,10 @@ The tiny model has two blocks, so its latents are H/2 x W/2 (a real SD VAE's are
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -176,6 +179,28 @@ def test_comfyui_checkpoints_are_searched_when_models_vae_is_empty(tiny_kl, tmp_
              extra={"cond_stage_model.transformer.x": torch.zeros(2)})
     encoder = LatentEncoder.load("kl", comfyui_dir=root)
     assert encoder.source.endswith("v1-5-pruned-emaonly.safetensors") and encoder.family == "sd1"
+
+
+def test_a_search_with_an_explicit_family_passes_over_files_named_for_another(tiny_kl, tmp_path):
+    (tmp_path / "models" / "vae").mkdir(parents=True)
+    ldm_file(tiny_kl, tmp_path / "models" / "vae" / "a_sdxl_vae.safetensors")
+    ldm_file(tiny_kl, tmp_path / "models" / "vae" / "b_sd15_vae.safetensors")
+    encoder = LatentEncoder.load("kl", comfyui_dir=tmp_path, family="sd1")
+    assert encoder.source.endswith("b_sd15_vae.safetensors") and encoder.family == "sd1"
+
+
+def test_the_default_hub_id_is_loaded_from_the_local_cache_without_the_network(tiny_kl, tmp_path, repo_root):
+    # huggingface_hub reads HF_HUB_CACHE at import, so this runs in a fresh interpreter.
+    repo_dir = tmp_path / "hub" / "models--stabilityai--sd-vae-ft-mse"
+    revision = "0" * 40
+    tiny_kl[0].save_pretrained(repo_dir / "snapshots" / revision)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(revision)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo_root)}
+    code = "from backend.interpolation.latent_encoder import LatentEncoder as L; e = L.load('kl'); print(e.family, e.source)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["sd1", "hub", "stabilityai/sd-vae-ft-mse"]
 
 
 def test_missing_weights_raise_one_error_that_lists_every_place_tried(tmp_path):
