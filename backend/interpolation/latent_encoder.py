@@ -51,7 +51,12 @@ FIX_ADVICE = {
 
 
 class LatentEncoder:
-    """A loaded VAE with its latent conventions; build it with ``LatentEncoder.load``."""
+    """A loaded VAE with its latent conventions; build it with ``LatentEncoder.load``.
+
+    Attributes: ``kind`` (kl | tiny), ``family`` (sd1 | sdxl | sd3 | flux1 | flux2), ``latent_channels``
+    (4 | 16 | 32), ``scale``/``shift`` (applied to raw latents; 1/0 for tiny), ``device``, ``dtype`` (may
+    turn float32 after a NaN retry), ``source`` (where the weights came from, for logs and status).
+    """
 
     def __init__(self, runner: ModelRunner, kind: str, family: str, scale: float, shift: float, source: str):
         self.runner = runner
@@ -162,6 +167,8 @@ def _load_model(kind: str, src: VaeSource, family: str) -> tuple[torch.nn.Module
 
     model, fam, guessed, config_scale = load_kl(src, family)
     channels = model.config.latent_channels
+    if channels not in KL_CHANNEL_FAMILIES:
+        raise ValueError(f"{channels} latent channels: not an SD1/SDXL/SD3/FLUX.1 VAE")
     if fam == "auto" and config_scale is not None:  # diffusers folder / Hub: match its config to the table
         fam = next((f for f, v in FAMILIES.items() if v.channels == channels and abs(v.scale - config_scale) < 1e-4),
                    None) or "auto"
