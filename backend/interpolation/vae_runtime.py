@@ -102,6 +102,7 @@ class ModelRunner:
                 if not torch.isfinite(out).all():
                     out = self._retry_in_fp32(chunk, encode)
                 outs.append(out.float())
+        # Concatenated outside inference_mode: callers get ordinary tensors they may modify in place.
         return torch.cat(outs).contiguous()
 
     def _prepare(self, chunk: Tensor) -> Tensor:
