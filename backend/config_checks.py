@@ -13,6 +13,7 @@ import difflib
 import math
 import os
 import re
+import reprlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,9 +71,15 @@ def load_yaml(text: str, source: str) -> Any:
         raise ConfigError(source, [f"YAML value error: {e}"]) from None
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 3, 6, 6, 6
+_SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 70, 70, 70
+
+
 def show(value: Any) -> str:
-    """Short description of a bad value for messages."""
-    text = repr(value)
+    """Short description of a bad value for messages. Bounded work whatever the value: a YAML alias
+    bomb (lists of aliases of lists ...) is a few hundred bytes that plain repr() expands to GBs."""
+    text = _SHORT.repr(value)
     text = text if len(text) <= 60 else text[:57] + "..."
     return "nothing (null)" if value is None else text if isinstance(value, (str, int, float)) else \
         f"{type(value).__name__} {text}"
