@@ -49,6 +49,7 @@ def test_kl_encoder_loads_a_save_pretrained_folder_with_sd1_conventions(tiny_kl)
     assert encoder.device == torch.device("cpu") and encoder.dtype == torch.float32
     latents = encoder.encode_pixels(pixels())
     assert latents.shape == (3, 4, 16, 24) and latents.dtype == torch.float32
+    assert encoder.runner.model.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_encode_applies_the_scaling_factor_exactly_once(tiny_kl):

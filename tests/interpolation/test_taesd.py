@@ -86,6 +86,17 @@ def test_diffusers_autoencoder_tiny_weights_are_rekeyed_and_compute_the_same(tmp
     torch.testing.assert_close(ours._decode_pixels(expected), ((pixels + 1) / 2).clamp(0, 1), rtol=1e-4, atol=1e-5)
 
 
+def test_tiny_batched_encode_and_decode_match_one_at_a_time(tmp_path):
+    encoder = LatentEncoder.load("tiny", source=str(save_pair(tmp_path, "taef1", 16)), max_batch=2)
+    x = torch.rand(3, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    batched = encoder.encode_pixels(x)
+    assert batched.shape == (3, 16, 4, 6)
+    torch.testing.assert_close(batched, torch.cat([encoder.encode_pixels(x[i : i + 1]) for i in range(3)]))
+    frames = encoder.decode_to_uint8(batched)
+    singles = np.concatenate([encoder.decode_to_uint8(batched[i : i + 1]) for i in range(3)])
+    assert frames.shape == (3, 32, 48, 3) and np.abs(frames.astype(int) - singles.astype(int)).max() <= 1
+
+
 def test_comfyui_vae_approx_search_prefers_the_requested_family(tmp_path):
     folder = tmp_path / "models" / "vae_approx"
     folder.mkdir(parents=True)
