@@ -86,7 +86,7 @@ class RealComfyUI:
     def __init__(self, *, root: Path | None = None, base_dir: Path | None = None, port: int | None = None,
                  start_timeout: float = 120.0, websocket_node: bool = True) -> None:
         self.root = root or build.home()
-        self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="reverie-comfyui-"))
+        self.base_dir = Path(base_dir) if base_dir else None   # a fresh temp folder from start() on
         self._own_base_dir = base_dir is None
         self.port = port or free_port()
         self.start_timeout = start_timeout
@@ -109,9 +109,20 @@ class RealComfyUI:
                 "--database-url", "sqlite:///:memory:"]
 
     def start(self) -> "RealComfyUI":
-        """Launch and block until ``/system_stats`` answers; RuntimeError (with the log tail) otherwise."""
+        """Launch and block until ``/system_stats`` answers; RuntimeError (with the log tail) otherwise,
+        after which the throwaway folders are already gone."""
         if not build.is_ready(self.root):
             raise RuntimeError(f"real ComfyUI not set up in {self.root}: run python tests/real_comfyui/server.py setup")
+        if self.base_dir is None:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="reverie-comfyui-"))
+        try:
+            self._launch()
+        except RuntimeError:
+            self.close()
+            raise
+        return self
+
+    def _launch(self) -> None:
         checkpoints = self.base_dir / "models" / "checkpoints"
         for folder in (checkpoints, self.base_dir / "custom_nodes", self.input_dir, self.output_dir, self.temp_dir):
             folder.mkdir(parents=True, exist_ok=True)
@@ -131,7 +142,6 @@ class RealComfyUI:
                                         stdout=log, stderr=subprocess.STDOUT, env=env, **flags)
         log.close()
         self._wait_ready()
-        return self
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -192,8 +202,9 @@ class RealComfyUI:
     def close(self) -> None:
         """Stop and delete the throwaway folders this object created."""
         self.stop()
-        if self._own_base_dir:
+        if self._own_base_dir and self.base_dir is not None:
             shutil.rmtree(self.base_dir, ignore_errors=True)
+            self.base_dir = None
 
     def __enter__(self) -> "RealComfyUI":
         return self.start()
