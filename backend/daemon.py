@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import io
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,12 @@ from backend.keyframes import ComfyUISource, KeyframeSourceError
 from backend.status import StatusWriter, new_status
 
 log = logging.getLogger(__name__)
+
+
+def _is_vae_numerics(exc: BaseException) -> bool:
+    """A latent_encoder.VaeNumericsError? (checked without importing torch if it never was)."""
+    module = sys.modules.get("backend.interpolation.latent_encoder")
+    return module is not None and isinstance(exc, module.VaeNumericsError)
 
 
 class Daemon:
@@ -59,6 +66,10 @@ class Daemon:
             self._fail(str(exc))
             raise UserError(str(exc)) from None
         except BaseException as exc:
+            if _is_vae_numerics(exc):  # broken VAE weights: the user's file, not our bug
+                message = f"{exc} (check vae.source and vae.family)"
+                self._fail(message)
+                raise UserError(message) from None
             self._fail(f"{type(exc).__name__}: {exc}")
             raise
         self._close()
