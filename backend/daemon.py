@@ -130,10 +130,12 @@ class Daemon:
         started = time.perf_counter()
         try:
             ring = self.writer.write(frame.pixels, frame.index)
-        except AtomicWriteError as exc:
+        except AtomicWriteError as exc:  # the previous frame stays up; say why in the status
             log.warning("frame %d not written: %s", frame.index, exc)
-            self.last_error = str(exc)
+            self.last_error = f"frame not written: {exc}"
+            self._status("live")
             return
+        self.last_error = ""
         if frame.keyframe_image is not None and self.config.display.history_keep > 0:
             self._keep_keyframe(frame)
         self.write_times.append(time.monotonic())
