@@ -64,7 +64,7 @@ def load_start_image(path: Path | None, resolution: tuple[int, int]) -> Image.Im
     try:
         with Image.open(path) as image:
             return fit_cover(image, resolution)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"The start image {path} cannot be read ({exc}); fix keyframes.start_image.") from None
 
 

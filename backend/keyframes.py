@@ -223,7 +223,7 @@ class FolderSource:
             try:
                 with Image.open(path) as image:
                     fitted = fit_cover(image, self.resolution)
-            except (OSError, UnidentifiedImageError, ValueError) as exc:
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
                 log.warning("skipping unreadable image %s: %s", path.name, exc)
                 self.last_error = f"unreadable image {path.name}"
                 continue
