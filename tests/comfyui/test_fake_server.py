@@ -290,3 +290,45 @@ def test_kill_mid_run_drops_sockets_and_forgets_the_job(http, fake):
     time.sleep(fake.restart_delay + 0.2)
     assert http.get(f"{fake.url}/history/{pid}").json() == {}
     assert http.get(fake.url + "/queue").json() == {"queue_running": [], "queue_pending": []}
+
+
+def test_ws_lag_delivers_the_whole_sequence_in_order_after_history_is_written(recorded, http, fake):
+    _upload(http, fake)
+    graph = invert_graph("frame.png", "SaveImageWebsocket")
+    _run_and_record(http, fake, graph)                          # warms the cache, like the recording
+    fake.ws_lag = 0.6
+    cid = uuid.uuid4().hex
+    ws = websocket.create_connection(f"ws://127.0.0.1:{fake.port}/ws?clientId={cid}", timeout=5)
+    ws.recv()                                                   # the greeting is not delayed
+    pid = http.post(fake.url + "/prompt", json={"prompt": graph, "client_id": cid}).json()["prompt_id"]
+    deadline = time.monotonic() + 5
+    while pid not in http.get(f"{fake.url}/history/{pid}").json():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    ws.settimeout(0.2)
+    with pytest.raises(websocket.WebSocketTimeoutException):
+        ws.recv()                                               # history is done, the socket still quiet
+    ws.settimeout(5)
+    seen = []
+    while not seen or seen[-1] != ("executing", None):
+        msg = ws.recv()
+        seen.append(("binary", None) if isinstance(msg, bytes) else
+                    (json.loads(msg)["type"], json.loads(msg)["data"].get("node")))
+    ws.close()
+    scenario = recorded["scenarios"]["success_saveimagewebsocket_legacy"]
+    assert [kind for kind, _ in seen] == _recorded_types(scenario)[1:]
+
+
+def test_restart_drops_messages_still_held_by_ws_lag(http, fake):
+    _upload(http, fake)
+    fake.ws_lag = 0.5
+    http.post(fake.url + "/prompt", json={"prompt": invert_graph("frame.png"), "client_id": "late"})
+    time.sleep(0.2)
+    fake.restart()
+    fake.ws_lag = 0.0
+    ws = websocket.create_connection(f"ws://127.0.0.1:{fake.port}/ws?clientId=late", timeout=5)
+    assert json.loads(ws.recv())["type"] == "status"
+    ws.settimeout(0.8)
+    with pytest.raises(websocket.WebSocketTimeoutException):
+        ws.recv()
+    ws.close()

@@ -6,7 +6,9 @@ Faults are plain attributes, settable at any time from the test thread:
   fail_next_validation (next k POST /prompt answer 400), kill_mid_run (next job: sockets dropped
   without a close frame, history and queue forgotten, the port closed for `restart_delay` s),
   silent_socket (no WebSocket events, history still written), output_fault ("huge" | "corrupt"
-  output image), refuse_connections (stop listening / listen again on the same port).
+  output image), refuse_connections (stop listening / listen again on the same port), ws_lag
+  (seconds every WebSocket message of a job arrives after it was produced, i.e. after the
+  /history write it follows: a freshly started real ComfyUI lags like that, up to ~1 s).
 Its input/output/temp folders live under `root` (a temp dir by default): see `file_counts()`.
 """
 
@@ -25,13 +27,15 @@ from aiohttp import web
 
 from tests.fake_comfyui import nodes, schemas
 from tests.fake_comfyui.executor import Executor, Job
+from tests.fake_comfyui.outbox import Outbox
 from tests.fake_comfyui.routes import build_app
 
 
 class FakeComfyUI:
     def __init__(self, *, root: Path | None = None, port: int = 0, latency: float = 0.0, jitter: float = 0.0,
                  checkpoints: list[str] | None = None, websocket_node: bool = True, previews: bool = True,
-                 history_delay: float = 0.05, restart_delay: float = 0.3, version: str = "0.3.75"):
+                 history_delay: float = 0.05, restart_delay: float = 0.3, ws_lag: float = 0.0,
+                 version: str = "0.3.75"):
         self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="fake_comfyui_")
         self.root = Path(root) if root is not None else Path(self._tmp.name)
         self.port, self.version = port, version
@@ -43,6 +47,7 @@ class FakeComfyUI:
         self.fail_next_validation = 0
         self.kill_mid_run = False
         self.silent_socket = False
+        self.ws_lag = ws_lag
         self.output_fault: str | None = None
         self._refusing = False
         self.history: dict[str, dict] = {}
@@ -120,10 +125,12 @@ class FakeComfyUI:
     async def _start_async(self) -> None:
         self._wake = asyncio.Event()
         self._worker = asyncio.ensure_future(self._work())
+        self._outbox = Outbox()
         await self._listen()
 
     async def _stop_async(self) -> None:
         self._worker.cancel()
+        self._outbox.close()
         await self._unlisten()
 
     async def _listen(self) -> None:
@@ -148,6 +155,7 @@ class FakeComfyUI:
 
     async def _restart_async(self, down_for: float) -> None:
         await self._unlisten()
+        self._outbox.clear()
         self.history.clear()
         self.pending.clear()
         self.running, self.last_node_id, self.cache = None, None, {}
@@ -218,27 +226,36 @@ class FakeComfyUI:
 
     async def send(self, kind: str, data: dict, sid: str | None, *, force: bool = False,
                    broadcast_if_none: bool = False) -> None:
+        """A JSON event to client `sid` (None: to everyone if broadcast_if_none); `force` bypasses
+        silent_socket and ws_lag (the greeting and feature_flags answer of a new socket)."""
         if self.silent_socket and not force:
             return
         if sid is None and not broadcast_if_none:
             return
-        targets = list(self.sockets.values()) if sid is None else [self.sockets[sid]] if sid in self.sockets else []
-        for sock, _, _ in targets:
-            try:
-                await sock.send_json({"type": kind, "data": data})
-            except (ConnectionError, RuntimeError):
-                pass
+        message = {"type": kind, "data": data}
+        await self._deliver(sid, lambda flags: message, lagged=not force)
 
     async def send_bytes(self, legacy: bytes, with_meta: bytes, sid: str | None) -> None:
         """Binary image frames go to the prompt's client, or to everyone when it has none."""
         if self.silent_socket:
             return
-        targets = list(self.sockets.values()) if sid is None else [self.sockets[sid]] if sid in self.sockets else []
-        for sock, _, flags in targets:
-            try:
-                await sock.send_bytes(with_meta if flags.get("supports_preview_metadata") else legacy)
-            except (ConnectionError, RuntimeError):
-                pass
+        await self._deliver(sid, lambda flags: with_meta if flags.get("supports_preview_metadata") else legacy)
+
+    async def _deliver(self, sid: str | None, payload, *, lagged: bool = True) -> None:
+        """Send payload(flags) -> dict (JSON) | bytes now, or ws_lag seconds later (in order).
+        Sockets are looked up at delivery time, like the real server's publish loop does."""
+        async def deliver() -> None:
+            targets = list(self.sockets.values()) if sid is None else [self.sockets[sid]] if sid in self.sockets else []
+            for sock, _, flags in targets:
+                data = payload(flags)
+                try:
+                    await (sock.send_bytes(data) if isinstance(data, bytes) else sock.send_json(data))
+                except (ConnectionError, RuntimeError):
+                    pass
+        if lagged and (self.ws_lag > 0 or self._outbox.busy):
+            self._outbox.put(self.ws_lag, deliver)
+        else:
+            await deliver()
 
     async def broadcast_status(self) -> None:
         await self.send("status", {"status": self.exec_info()}, None, broadcast_if_none=True)
