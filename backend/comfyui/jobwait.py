@@ -5,6 +5,9 @@ Why both: a socket can stall without closing (events stop, the job still complet
 prompt was queued with). Polling every `poll_interval` seconds settles each case: history present
 -> done; neither in history nor in /queue -> the server forgot the job -> JobLost. The socket is
 reconnected with backoff under the same clientId, which resumes delivery of a running prompt.
+A poll can say "done" before the socket has delivered the job's last messages (a freshly started
+real ComfyUI sends them up to ~1 s behind its HTTP answers), so a job whose output travels on the
+socket (SaveImageWebsocket) keeps reading until `executing null`, for at most LATE_FRAMES_GRACE.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from backend.comfyui.errors import ComfyTimeout, ComfyUnavailable, Interrupted, 
 from backend.comfyui.events import Disconnected, JobTracker
 
 RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)   # seconds; the last one repeats
+LATE_FRAMES_GRACE = 2.0                         # seconds to wait for WS frames after history says done
 
 
 def wait_for_job(client, tracker: JobTracker, deadline: float) -> None:
@@ -56,7 +60,7 @@ def wait_for_job(client, tracker: JobTracker, deadline: float) -> None:
             continue
         next_poll = time.monotonic() + client.poll_interval
         try:
-            state = _poll(client, prompt_id)
+            state, entry = _poll(client, prompt_id)
         except ComfyUnavailable:
             unreachable_since = unreachable_since or time.monotonic()
             if time.monotonic() - unreachable_since > client.unavailable_grace:
@@ -64,17 +68,43 @@ def wait_for_job(client, tracker: JobTracker, deadline: float) -> None:
             continue
         unreachable_since = None
         if state == "done":
+            if tracker.ws_output_nodes and not tracker.ws_images and not _failed(entry):
+                _read_late_messages(client, tracker, time.monotonic() + LATE_FRAMES_GRACE)
             return
         if state == "lost":
             raise JobLost(f"ComfyUI no longer knows prompt {prompt_id} (restarted?): resubmit")
 
 
-def _poll(client, prompt_id: str) -> str:
-    """'done' (history has it), 'active' (queued or running) or 'lost'."""
-    if client._history(prompt_id) is not None:
-        return "done"
+def _read_late_messages(client, tracker: JobTracker, until: float) -> None:
+    """History says done; read what is still on its way until `executing null` for our prompt,
+    the socket breaks, the client closes or `until` (monotonic seconds) passes."""
+    while not tracker.done and client._ws is not None and not client._closing.is_set():
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            message = client._ws.recv(min(0.25, left))
+        except Disconnected:
+            client._drop_ws()          # frames not yet received are gone: the caller reports JobLost
+            return
+        if message is not None:
+            tracker.feed(message)
+
+
+def _failed(entry: dict | None) -> bool:
+    """History reports an error or interrupt: no image is coming, so nothing is worth waiting for."""
+    status = entry.get("status") if isinstance(entry, dict) else None
+    return isinstance(status, dict) and status.get("status_str") == "error"
+
+
+def _poll(client, prompt_id: str) -> tuple[str, dict | None]:
+    """('done', history entry), ('active', None) when queued or running, or ('lost', None)."""
+    entry = client._history(prompt_id)
+    if entry is not None:
+        return "done", entry
     running, pending = client.queue_ids()
     if prompt_id in running or prompt_id in pending:
-        return "active"
+        return "active", None
     # it may have finished between the two requests
-    return "done" if client._history(prompt_id) is not None else "lost"
+    entry = client._history(prompt_id)
+    return ("done", entry) if entry is not None else ("lost", None)

@@ -281,3 +281,22 @@ def test_one_client_keeps_at_most_one_job_in_flight(fake, client, picture):
     for t in threads:
         t.join(timeout=10)
     assert len(results) == 3 and fake.peak_queue == 1
+
+
+@pytest.mark.parametrize("output", ["SaveImageWebsocket", "SaveImage"])
+def test_websocket_lagging_behind_history_still_delivers_the_image(fake, client, picture, output):
+    """A fresh real ComfyUI sends WebSocket messages up to ~1 s after /history says done: the
+    SaveImageWebsocket frame is still on its way when a poll finds the job finished."""
+    ref = client.upload_image(picture, "in.png")
+    fake.ws_lag = 1.0
+    images = client.run(invert_graph(ref, output))
+    assert np.array_equal(np.asarray(images[0]), np.asarray(_inverted(picture)))
+
+
+def test_a_failed_job_is_reported_without_waiting_for_lagging_frames(fake, client, picture):
+    ref = client.upload_image(picture, "in.png")
+    fake.ws_lag, fake.fail_next_execution = 3.0, 1
+    start = time.monotonic()
+    with pytest.raises(ExecutionFailed):
+        client.run(invert_graph(ref, "SaveImageWebsocket"))
+    assert time.monotonic() - start < 1.8      # history said "error": no grace spent on frames
