@@ -111,7 +111,7 @@ class DisplayConfig:
 
 @dataclass(frozen=True)
 class ControlConfig:
-    file: Path | None = Path("output/control.ini")  # INI the skin writes commands into; None = no control file
+    file: Path | str | None = "auto"        # skin's command INI: "auto" = installed skin's Control.ini; None = off
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def parse_config(data: Any, source: str = "<dict>", base_dir: str | Path | None 
         history_keep=d.get("history_keep", _c.integer(0, 1_000_000)), ring_size=d.get("ring_size", _c.integer(2, 16)),
         show_raw_keyframes=d.get("show_raw_keyframes", _c.boolean))
     ct = root.sub("control", ControlConfig)
-    control = ControlConfig(file=ct.get("file", ct.path_check(optional=True)))
+    control = ControlConfig(file=ct.get("file", lambda v: "auto" if v == "auto" else ct.path_check(optional=True)(v)))
     lg = root.sub("logging", LoggingConfig)
     logging_ = LoggingConfig(
         level=lg.get("level", _c.choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True)),

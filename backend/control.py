@@ -188,23 +188,20 @@ def rainmeter_skins_dir(env: dict[str, str] | None = None) -> Path | None:
 def default_control_path(env: dict[str, str] | None = None) -> Path | None:
     """Where the installed skin keeps its control file: <Skins>/Reverie/@Resources/Control.ini.
 
-    For config's ``control.file`` left empty; None when no Rainmeter Skins folder is found."""
+    For config's ``control.file: auto``; None when no Rainmeter Skins folder is found."""
     skins = rainmeter_skins_dir(env)
     return None if skins is None else skins / "Reverie" / "@Resources" / "Control.ini"
 
 
-def locate_control_file(configured: Path | None, env: dict[str, str] | None = None) -> Path | None:
+def locate_control_file(configured: Path | str | None, env: dict[str, str] | None = None) -> Path | None:
     """The control file the daemon should watch, given config's ``control.file``.
 
     !WriteKeyValue can only write below Rainmeter's Skins or Settings folder, so the file the
-    skin writes is <Skins>/Reverie/@Resources/Control.ini. ``configured`` wins when that file
-    exists (a portable Rainmeter, a skin installed elsewhere); otherwise the installed skin's file
-    is used when Rainmeter's Skins folder is found; otherwise ``configured`` (watched until it
-    appears). None (controls off) stays None."""
+    skin writes is <Skins>/Reverie/@Resources/Control.ini: ``"auto"`` finds it (None when no
+    Skins folder is found). A path (a portable Rainmeter, a skin installed elsewhere) is used as
+    given and watched until it appears. None means controls off."""
     if configured is None:
         return None
-    configured = Path(configured)
-    if configured.is_file():
-        return configured
-    default = default_control_path(env)
-    return default if default is not None else configured
+    if configured == "auto":
+        return default_control_path(env)
+    return Path(configured)

@@ -389,3 +389,11 @@ def test_watcher_keeps_command_line_overrides_in_force(tmp_path, caplog):
         new = watcher.poll()
     assert new.display.fps == 24.0 and new.display.history_keep == 5
     assert new.keyframes.source == "folder" and "restart" not in caplog.text
+
+
+def test_control_file_defaults_to_auto_and_accepts_a_path_or_null(tmp_path):
+    from backend.config import parse_config
+    assert parse_config({}).control.file == "auto"
+    assert parse_config({"control": {"file": "auto"}}).control.file == "auto"
+    assert parse_config({"control": {"file": None}}).control.file is None
+    assert parse_config({"control": {"file": "skin/Control.ini"}}, base_dir=tmp_path).control.file == tmp_path / "skin" / "Control.ini"

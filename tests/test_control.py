@@ -199,14 +199,13 @@ def test_skins_dir_falls_back_to_documents_and_control_path_follows(tmp_path: Pa
     assert default_control_path(env) == skins / "Reverie" / "@Resources" / "Control.ini"
 
 
-def test_locate_prefers_an_existing_configured_file_then_the_installed_skin(tmp_path: Path) -> None:
+def test_locate_auto_finds_the_installed_skin_and_a_configured_path_is_used_as_given(tmp_path: Path) -> None:
     skins = tmp_path / "Documents" / "Rainmeter" / "Skins"
     skins.mkdir(parents=True)
     env = {"USERPROFILE": str(tmp_path)}
-    configured = tmp_path / "output" / "control.ini"
+    configured = tmp_path / "portable" / "Control.ini"
     assert locate_control_file(None, env) is None
-    assert locate_control_file(configured, env) == skins / "Reverie" / "@Resources" / "Control.ini"
-    assert locate_control_file(configured, {}) == configured
-    configured.parent.mkdir()
-    configured.write_text("[Variables]\n")
+    assert locate_control_file("auto", env) == skins / "Reverie" / "@Resources" / "Control.ini"
+    assert locate_control_file("auto", {}) is None
     assert locate_control_file(configured, env) == configured
+    assert locate_control_file(configured, {}) == configured
