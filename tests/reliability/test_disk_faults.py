@@ -105,9 +105,6 @@ def test_a_current_frame_locked_for_long_keeps_the_daemon_running_and_frames_res
     assert read_status(tmp_path)["state"] == "stopped"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: backend/daemon.py Daemon._show returns on AtomicWriteError without "
-                                       "writing the status, so while every frame fails status.json says live "
-                                       "with last_error empty")
 @pytest.mark.parametrize("fault", ["locked", "disk_full"])
 def test_a_frame_that_cannot_be_written_is_reported_in_status_last_error(tmp_path, tiny_vae, fault):
     locks, disk = Locks(), Disk()

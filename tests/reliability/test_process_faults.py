@@ -48,9 +48,6 @@ def test_a_vae_that_decodes_nan_stops_with_a_clear_error_and_never_shows_a_black
     assert status["state"] == "error" and "NaN" in status["last_error"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: VaeNumericsError (broken VAE weights, a user's input file) is "
-                                       "treated as an unexpected bug: exit 1 and a traceback, not exit 2 and "
-                                       "one sentence")
 def test_a_vae_that_decodes_nan_exits_2_in_one_sentence(tmp_path, nan_vae):
     write_config(tmp_path, nan_vae, keyframes=images_folder(tmp_path), logging={"file": None, "level": "INFO"})
     daemon = start_daemon(tmp_path, "--max-frames", "5")
