@@ -48,6 +48,13 @@ class JobLost(ComfyError):
     """The server no longer knows the job (restarted mid-run) or its result: resubmit."""
 
 
+# A UI-format workflow ({"nodes": [...], "links": [...]}) sent as the prompt is refused with 500
+# text/plain when its first value is a number ("last_node_id": 9), or with 400 invalid_prompt
+# "a node is missing the class_type property" (Node ID '#nodes' / '#id') when it is a list or string.
+UI_FORMAT_HINT = ("a workflow saved with 'Save' (UI format, with 'nodes' and 'links') cannot be queued: in ComfyUI "
+                  "enable Settings > Dev mode and use 'Save (API Format)' / Workflow > Export (API)")
+
+
 def _text(value) -> str:
     return value if isinstance(value, str) else "" if value is None else str(value)
 
@@ -82,9 +89,7 @@ def rejection_from_body(status: int, body, text: str) -> WorkflowRejected:
     if not isinstance(body, dict):
         first = (text or "").strip().splitlines()[0] if (text or "").strip() else f"HTTP {status}"
         return WorkflowRejected(
-            f"ComfyUI could not parse the workflow (HTTP {status}: {first})",
-            ["a workflow saved with 'Save' (UI format, with 'nodes' and 'links') cannot be queued: in ComfyUI "
-             "enable Settings > Dev mode and use 'Save (API Format)' / Workflow > Export (API)"])
+            f"ComfyUI could not parse the workflow (HTTP {status}: {first})", [UI_FORMAT_HINT])
     error = body.get("error")
     lines = node_error_lines(body.get("node_errors"))
     if isinstance(error, dict):
@@ -94,6 +99,8 @@ def rejection_from_body(status: int, body, text: str) -> WorkflowRejected:
             lines = [details]
         elif not lines and error.get("type"):
             lines = [f"{error.get('type')}"]
+        if "missing the class_type property" in _text(error.get("message")):
+            lines.append(UI_FORMAT_HINT)
     else:
         summary = _text(error) or "ComfyUI rejected the workflow"
     return WorkflowRejected(f"ComfyUI rejected the workflow: {summary}", lines)

@@ -96,10 +96,15 @@ def test_partly_valid_graph_answered_200_is_rejected_and_not_left_queued(fake, c
     assert fake.history == {} and fake.pending == []
 
 
-def test_ui_format_answered_500_explains_api_export(client):
+@pytest.mark.parametrize("ui_graph", [
+    {"last_node_id": 9, "last_link_id": 9, "nodes": [], "links": []},       # answered 500 text/plain
+    {"nodes": [{"id": 1, "type": "LoadImage"}], "links": []},               # answered 400 invalid_prompt
+    {"id": "4b1c0a52", "revision": 0, "last_node_id": 9, "nodes": [], "links": []},   # 400, Node ID '#id'
+], ids=["scalar-first", "nodes-first", "string-id-first"])
+def test_ui_format_graph_sent_anyway_explains_api_export(client, ui_graph):
     with pytest.raises(WorkflowRejected) as info:
-        client.run({"nodes": [], "links": []})
-    assert "API" in str(info.value)
+        client.run(ui_graph)
+    assert "Save (API Format)" in str(info.value)
 
 
 def test_execution_error_names_node_and_exception(fake, client, picture):

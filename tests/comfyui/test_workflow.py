@@ -86,6 +86,9 @@ def test_websocket_output_is_preferred_among_several_outputs():
 
 @pytest.mark.parametrize("data, needle", [
     ({"nodes": [], "links": [], "version": 0.4}, r"Export \(API\)"),
+    ({"last_node_id": 9, "last_link_id": 9, "nodes": [], "links": []}, r"Export \(API\)"),
+    ({"id": "4b1c0a52", "revision": 0, "last_node_id": 9, "nodes": [], "links": []}, r"Export \(API\)"),
+    ({"prompt": {"nodes": [{"id": 1, "type": "LoadImage"}], "links": []}}, r"Export \(API\)"),
     ([], "JSON object"),
     ({}, "JSON object"),
     ("text", "JSON object"),
