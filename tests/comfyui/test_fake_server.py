@@ -168,7 +168,7 @@ def test_bad_checkpoint_and_denoise_match_the_recording(recorded, tmp_path):
 
 
 @pytest.mark.parametrize("name, body, status, text", [
-    ("extra_ui_format_as_prompt", {"prompt": {"nodes": [], "links": []}}, 500, True),
+    ("extra_ui_format_as_prompt", {"prompt": {"last_node_id": 9, "nodes": [], "links": []}}, 500, True),
     ("post_prompt_no_prompt_key", {"client_id": "x"}, 400, False),
     ("extra_prompt_is_list", {"prompt": []}, 400, False),
 ])
@@ -177,6 +177,31 @@ def test_odd_prompt_bodies_match_the_recording(recorded, http, fake, name, body,
     expected = recorded["http"][name]
     assert resp.status_code == expected["status"] == status
     assert (resp.text == expected["text"]) if text else (resp.json() == expected["json"])
+
+
+@pytest.mark.parametrize("prompt, status, details", [
+    ({"nodes": [{"id": 1, "type": "LoadImage"}], "links": []}, 400, "Node ID '#nodes'"),
+    ({"id": "4b1c0a52-uuid", "revision": 0, "last_node_id": 9}, 400, "Node ID '#id'"),
+    ({"1": "LoadImage"}, 400, "Node ID '#1'"),
+    ({"last_node_id": 9, "nodes": []}, 500, None),
+    ({"1": None}, 500, None),
+    ({"1": "class_type"}, 500, None),
+    ({"1": {"class_type": ["LoadImage"]}}, 500, None),
+    ([{"class_type": "LoadImage"}], 500, None),
+    ("x", 500, None),
+], ids=["ui-nodes-first", "ui-string-id-first", "string-node", "ui-scalar-first", "null-node",
+        "string-holding-class_type", "unhashable-class_type", "non-empty-list", "string"])
+def test_a_graph_value_that_is_no_node_gets_the_real_servers_answer(http, fake, prompt, status, details):
+    """ComfyUI tests `'class_type' not in prompt[x]`: lists and strings fail that test (400),
+    numbers and null make it raise (500 text/plain), as does indexing a string or hashing a list."""
+    resp = http.post(fake.url + "/prompt", json={"prompt": prompt})
+    assert resp.status_code == status
+    if details is None:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+    else:
+        error = resp.json()["error"]
+        assert (error["type"], error["details"]) == ("invalid_prompt", details)
+        assert error["message"] == "Cannot execute because a node is missing the class_type property."
 
 
 def test_partly_valid_graph_is_answered_200_with_node_errors(recorded, http, fake):

@@ -3,7 +3,11 @@
 `validate(prompt, info, image_exists)` returns a `Verdict`: either an HTTP status with the exact
 JSON body the real server sent, or the list of outputs that may run plus the `node_errors` of
 the outputs that may not (the real server answers 200 with those when some outputs are valid).
-A node value that is not a dict crashes the real server (500 text/plain): `MalformedPrompt`.
+The real server walks the graph with `for x in prompt: if 'class_type' not in prompt[x]`, so a
+value that is a list (a UI export sent as "prompt": "nodes" first) or a string is answered 400
+invalid_prompt "missing the class_type property", while a number, bool or null (a real UI
+export starts with "last_node_id": 9, or "id" then "revision": 0) makes it raise and answer
+500 text/plain: `MalformedPrompt`. Same for a prompt that is neither a dict nor empty.
 """
 
 from __future__ import annotations
@@ -34,15 +38,23 @@ def _top(kind: str, message: str, details: str = "") -> Verdict:
 
 def validate(prompt, info: dict, image_exists: Callable[[str], bool]) -> Verdict:
     if not isinstance(prompt, dict):
-        return _top("prompt_no_outputs", "Prompt has no outputs")
+        if isinstance(prompt, (list, str)) and not prompt:       # nothing to iterate over
+            return _top("prompt_no_outputs", "Prompt has no outputs")
+        raise MalformedPrompt("prompt")                           # prompt[x] raises on the first item
     outputs = []
     for node_id, node in prompt.items():
-        if not isinstance(node, dict):
-            raise MalformedPrompt(node_id)
-        if "class_type" not in node:
+        try:
+            has_class_type = "class_type" in node                 # the real server's very test
+        except TypeError:
+            raise MalformedPrompt(node_id) from None              # a number, bool or null
+        if not has_class_type:
             return _top("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
                         f"Node ID '#{node_id}'")
+        if not isinstance(node, dict):
+            raise MalformedPrompt(node_id)                        # a str holding "class_type": str['x'] raises
         cls = node["class_type"]
+        if isinstance(cls, (list, dict)):
+            raise MalformedPrompt(node_id)                        # unhashable: NODE_CLASS_MAPPINGS.get raises
         if not isinstance(cls, str) or cls not in info:
             return _top("invalid_prompt", f"Cannot execute because node {cls} does not exist.",
                         f"Node ID '#{node_id}'")

@@ -181,13 +181,9 @@ def test_bad_sampler_names_only_the_list_length_while_a_short_list_is_spelled_ou
     ({"prompt": {"nodes": [{"id": 1, "type": "LoadImage"}], "links": []}}, 400, "invalid_prompt"),
     ({"nodes": [], "links": []}, 400, "no_prompt"),
 ], ids=["ui-export-scalar-first", "ui-export-nodes-first", "ui-export-as-body"])
-def test_ui_format_workflow_is_refused_as_the_real_server_does(raw, comfy_server, request, body, status, error_type):
+def test_ui_format_workflow_is_refused_as_the_real_server_does(raw, comfy_server, body, status, error_type):
     """A real UI export starts with scalars ("last_node_id": 9): 500 text/plain. A graph whose first
     value is a list gets 400 invalid_prompt ("a node is missing the class_type property")."""
-    if comfy_server.kind == "fake" and error_type == "invalid_prompt":
-        request.applymarker(pytest.mark.xfail(reason="fake drift (tests/fake_comfyui, owner comfy): it answers "
-                                              "500 text/plain where real 0.3.75 answers 400 invalid_prompt",
-                                              strict=False))
     answer = raw.http.post(raw.url + "/prompt", json=body, timeout=10)
     assert answer.status_code == status
     if error_type is None:
