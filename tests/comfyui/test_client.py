@@ -305,3 +305,23 @@ def test_a_failed_job_is_reported_without_waiting_for_lagging_frames(fake, clien
     with pytest.raises(ExecutionFailed):
         client.run(invert_graph(ref, "SaveImageWebsocket"))
     assert time.monotonic() - start < 1.8      # history said "error": no grace spent on frames
+
+
+def test_interrupt_drops_our_pending_prompt_and_leaves_the_running_one_alone(fake, client, picture):
+    ref = client.upload_image(picture, "in.png")
+    fake.latency = 1.0
+    http = client._http
+    running = http.post(fake.url + "/prompt", json={"prompt": invert_graph(ref)}).json()["prompt_id"]
+    deadline = time.monotonic() + 5
+    while client.queue_ids()[0] != [running]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    ours = http.post(fake.url + "/prompt", json={"prompt": invert_graph(ref, "PreviewImage")}).json()["prompt_id"]
+    assert client.queue_ids() == ([running], [ours])
+    client.interrupt(ours)
+    assert client.queue_ids() == ([running], [])
+    deadline = time.monotonic() + 5
+    while running not in fake.history:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert fake.history[running]["status"]["status_str"] == "success" and ours not in fake.history
