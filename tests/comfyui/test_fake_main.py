@@ -20,7 +20,8 @@ def _free_port() -> int:
 
 def test_module_entry_point_serves_system_stats():
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_comfyui", "--port", str(port), "--latency", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_comfyui", "--port", str(port), "--latency", "0",
+                             "--ws-lag", "0.1"],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20

@@ -16,9 +16,11 @@ def main() -> None:
     parser.add_argument("--jitter", type=float, default=0.0, help="+/- seconds of random latency")
     parser.add_argument("--root", type=Path, default=None, help="folder for input/output/temp (default: temp dir)")
     parser.add_argument("--no-websocket-node", action="store_true", help="do not offer SaveImageWebsocket")
+    parser.add_argument("--ws-lag", type=float, default=0.0,
+                        help="seconds WebSocket messages trail the /history write (a fresh real server: up to ~1)")
     args = parser.parse_args()
     fake = FakeComfyUI(root=args.root, port=args.port, latency=args.latency, jitter=args.jitter,
-                       websocket_node=not args.no_websocket_node)
+                       websocket_node=not args.no_websocket_node, ws_lag=args.ws_lag)
     fake.start()
     print(f"fake ComfyUI listening on {fake.url} (files under {fake.root}); Ctrl-C stops it", flush=True)
     try:
