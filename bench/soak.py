@@ -168,6 +168,7 @@ def parent(args) -> int:
                                        str(lock_flag)], cwd=work, env=env, stderr=subprocess.PIPE, text=True)
         proc = psutil.Process(child_proc.pid)
         marks = {"warm (10%)": 0.10, "middle (50%)": 0.50, "end (99%)": 0.99}
+        trend, next_tenth = [], 0.1   # (frame, RSS MiB) every tenth of the run, for the slope
         samples, faults, fault_log, peak = {}, list(FAULTS), [], {"threads": 0, "handles": 0}
         lock_until = refuse_until = 0.0
         while child_proc.poll() is None:
@@ -182,6 +183,9 @@ def parent(args) -> int:
                 samples["first frame"] = now
             peak = {k: max(peak[k], now[k]) for k in peak}
             done = now["frame"] / args.frames
+            if done >= next_tenth:
+                trend.append((now["frame"], now["rss_mb"]))
+                next_tenth += 0.1
             for label, at in list(marks.items()):
                 if done >= at:
                     samples[label] = now
@@ -205,6 +209,13 @@ def parent(args) -> int:
     status = read_status(out)
     log_text = "\n".join(p.read_text(errors="replace") for p in sorted(out.glob("reverie.log*")))
     report(args, work, child_proc.returncode, wall, samples, peak, rec, status, final, fault_log, log_text, out, stderr)
+    print("\nRSS every tenth of the run (frame: MiB): " + ", ".join(f"{f}: {m:.1f}" for f, m in trend))
+    if len(trend) >= 3:
+        import numpy as np
+
+        frames, rss = np.array(trend).T
+        slope = np.polyfit(frames, rss, 1)[0] * 10_000
+        print(f"least-squares RSS slope after warm-up: {slope:+.2f} MiB per 10,000 frames")
     return 0
 
 
