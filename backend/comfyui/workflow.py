@@ -38,11 +38,18 @@ def load_workflow(spec: str | Path, node_ids: dict | None = None) -> "Workflow":
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowError(f"cannot read workflow {path}: {exc}") from exc
+    # RecursionError: json (and deepcopy later) recurse per nesting level; "[" * 100000 is a
+    # few hundred KB of valid-looking text that must be refused, not crash the daemon.
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise WorkflowError(f"workflow {path} is not valid JSON: {exc}") from exc
-    return parse_workflow(data, source=text_spec, node_ids=node_ids)
+    except RecursionError:
+        raise WorkflowError(f"workflow {path} is nested too deeply to be a ComfyUI workflow") from None
+    try:
+        return parse_workflow(data, source=text_spec, node_ids=node_ids)
+    except RecursionError:
+        raise WorkflowError(f"workflow {path} is nested too deeply to be a ComfyUI workflow") from None
 
 
 def parse_workflow(data, source: str = "<dict>", node_ids: dict | None = None) -> "Workflow":

@@ -120,6 +120,17 @@ def test_load_workflow_reports_missing_and_broken_files(tmp_path):
         load_workflow(bad)
 
 
+@pytest.mark.parametrize("depth", [100_000, 900], ids=["too-deep-to-decode", "too-deep-to-copy"])
+def test_load_workflow_says_a_deeply_nested_file_is_nested_too_deeply(tmp_path, depth):
+    """Not a RecursionError traceback: json.loads and copy.deepcopy both recurse per level."""
+    graph = _user_graph()
+    graph["3"]["inputs"]["deep"] = "@"
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps(graph).replace('"@"', "[" * depth + "]" * depth))
+    with pytest.raises(WorkflowError, match="nested too deeply"):
+        load_workflow(path)
+
+
 def test_load_workflow_reads_a_saved_prompt_body(tmp_path):
     path = tmp_path / "body.json"
     path.write_text(json.dumps({"prompt": _user_graph(), "client_id": "x"}))
