@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from PIL import Image
 
+from backend.comfyui.images import to_rgb
+
 
 def fit_cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Any-size image -> RGB image of exactly `size` = (width, height).
+    """Any-size, any-mode image -> RGB image (0..255) of exactly `size` = (width, height).
 
     Scales so the image covers the target (no letterbox bars) and crops the overflow evenly
     from both sides. Always returns a new, loaded image (safe after the source file is closed).
@@ -18,7 +20,7 @@ def fit_cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     width, height = size
     if width <= 0 or height <= 0:
         raise ValueError(f"size must be positive, got {size}")
-    image = image.convert("RGB")  # loads the pixels and makes a copy, whatever the mode
+    image = to_rgb(image)  # loads the pixels and makes a copy; 16-bit/float tones scaled, alpha over black
     if image.size == (width, height):
         return image
     scale = max(width / image.width, height / image.height)
