@@ -8,9 +8,11 @@ so `--help` and config errors never pay for them.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
@@ -100,18 +102,40 @@ def build_source(config: Config) -> tuple[Any, Any]:
             width=resolution[0], height=resolution[1])
         return client, generator
 
+    warn_if_unencrypted(comfy.url)
     client, generator = connect(comfy.url)
     ready = _preflight(client, generator)
     if not ready:
+        # Only a hint: adopting whatever answers on 8188/8000-9000 would send every prompt to
+        # another server for good when the configured ComfyUI is merely slow to start at login.
         found = discover(comfy.url)
         if found and found.rstrip("/") != comfy.url.rstrip("/"):
-            log.warning("no ComfyUI at %s, but one answers at %s: using it", comfy.url, found)
-            client.close()
-            client, generator = connect(found)
-            ready = _preflight(client, generator)
-    if not ready:
+            log.warning("no ComfyUI at %s yet, but one answers at %s; Reverie keeps waiting for %s "
+                        "(set comfyui.url: %s to use the other one)", comfy.url, found, comfy.url, found)
         log.warning("ComfyUI is not reachable at %s; waiting for it (the picture stays up)", comfy.url)
     return _comfy_source(config, client, generator, start_image, ready), client
+
+
+def warn_if_unencrypted(url: str) -> None:
+    """Log once per start when prompts and images would travel as plain http to another machine."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http" or _is_loopback(parts.hostname or ""):
+        return
+    log.warning("comfyui.url %s is plain http to another machine: prompts and images cross the network "
+                "unencrypted and ComfyUI has no authentication (anyone on that network can use the "
+                "server); prefer ComfyUI on this machine or an https/SSH tunnel", url)
+
+
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (and ::ffff:127.x.y.z), localhost."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def _preflight(client: Any, generator: Any) -> bool:

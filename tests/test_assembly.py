@@ -1,0 +1,74 @@
+"""build_source's ComfyUI side: it connects only to the configured URL (discovery is a hint in
+the log, never a switch) and warns when that URL is plain http to another machine."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+
+from backend.assembly import build_source, warn_if_unencrypted
+from backend.config import parse_config
+from tests.fake_comfyui import FakeComfyUI
+
+
+def _free_port(low: int, high: int) -> int:
+    for port in range(low, high):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip(f"no free port in 127.0.0.1:{low}..{high}")
+
+
+def comfy_config(tmp_path, url: str):
+    return parse_config({"comfyui": {"url": url, "request_timeout": 1, "job_timeout": 10},
+                         "generation": {"resolution": [64, 64]}}, base_dir=tmp_path)
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("url", ["http://192.168.1.20:8188", "http://comfy.lan:8188", "HTTP://10.0.0.5:8188/",
+                                 "http://[2001:db8::1]:8188"])
+def test_plain_http_to_another_machine_is_warned_about(url, caplog):
+    with caplog.at_level(logging.WARNING, logger="backend.assembly"):
+        warn_if_unencrypted(url)
+    warned, = warnings_of(caplog)
+    assert "unencrypted" in warned and "no authentication" in warned and url in warned
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8188", "http://127.3.4.5:8000", "http://[::1]:8188",
+                                 "http://localhost:8188", "https://comfy.example.com", "https://192.168.1.20:8188"])
+def test_loopback_and_https_urls_are_not_warned_about(url, caplog):
+    with caplog.at_level(logging.WARNING, logger="backend.assembly"):
+        warn_if_unencrypted(url)
+    assert warnings_of(caplog) == []
+
+
+def test_a_configured_comfyui_down_at_start_is_waited_for_even_when_another_server_answers(tmp_path, caplog):
+    configured = f"http://127.0.0.1:{_free_port(9100, 9200)}"
+    with FakeComfyUI(root=tmp_path / "server", port=_free_port(8000, 8100)):
+        with caplog.at_level(logging.WARNING):
+            source, client = build_source(comfy_config(tmp_path, configured))
+        try:
+            assert client.url == configured and source.state == "starting"
+        finally:
+            source.close()
+    hint = [w for w in warnings_of(caplog) if "keeps waiting" in w]
+    assert hint and configured in hint[0] and "set comfyui.url" in hint[0]   # found server: only suggested
+
+
+def test_a_configured_comfyui_that_is_up_is_used_without_warnings(tmp_path, caplog):
+    with FakeComfyUI(root=tmp_path / "server") as fake:
+        with caplog.at_level(logging.WARNING):
+            source, client = build_source(comfy_config(tmp_path, fake.url))
+        try:
+            assert client.url == fake.url and source.state == "connected"
+        finally:
+            source.close()
+    assert warnings_of(caplog) == []
