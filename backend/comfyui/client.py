@@ -20,15 +20,15 @@ import requests
 from PIL import Image
 
 from backend.comfyui.errors import (ComfyError, ComfyTimeout, ComfyUnavailable, ExecutionFailed,
-                                    Interrupted, JobLost, WorkflowRejected, raise_for_history_status,
-                                    rejection_from_body)
+                                    ImagesNotReceived, Interrupted, JobLost, WorkflowRejected,
+                                    raise_for_history_status, rejection_from_body)
 from backend.comfyui.events import Disconnected, EventSocket, JobTracker
 from backend.comfyui.discovery import discover
 from backend.comfyui.images import MAX_IMAGE_BYTES, decode_image, encode_png
 from backend.comfyui.jobwait import wait_for_job
 
 __all__ = ["ComfyClient", "ComfyError", "ComfyUnavailable", "WorkflowRejected", "ExecutionFailed",
-           "Interrupted", "ComfyTimeout", "JobLost", "JobResult", "discover"]
+           "Interrupted", "ComfyTimeout", "JobLost", "ImagesNotReceived", "JobResult", "discover"]
 
 OUTPUT_CLASSES = ("SaveImageWebsocket", "SaveImage", "PreviewImage")
 
@@ -161,7 +161,8 @@ class ComfyClient:
     def run_job(self, graph: dict, *, output_node: str | None = None) -> JobResult:
         """run() plus the prompt id and the seconds it took.
 
-        Raises WorkflowRejected, ExecutionFailed, Interrupted, ComfyTimeout, JobLost or
+        Raises WorkflowRejected, ExecutionFailed, Interrupted, ComfyTimeout, JobLost (its subclass
+        ImagesNotReceived: done, but the SaveImageWebsocket frames never came) or
         ComfyUnavailable (see errors.py for what a caller does with each).
         """
         with self._job_lock:
@@ -206,8 +207,10 @@ class ComfyClient:
         if tracker.ws_output_nodes:
             if tracker.ws_images:
                 return [decode_image(b) for b in tracker.ws_images]
-            raise JobLost("the job finished but its SaveImageWebsocket images were not received "
-                          "(the WebSocket dropped or stalled): resubmit")
+            if entry is None:
+                raise JobLost(f"prompt {tracker.prompt_id} finished but ComfyUI has no history for it: resubmit")
+            raise ImagesNotReceived(f"prompt {tracker.prompt_id} succeeded but its SaveImageWebsocket images "
+                                    f"were not received (the WebSocket dropped or stayed silent)")
         outputs = dict(tracker.executed)
         if entry is not None and isinstance(entry.get("outputs"), dict):
             outputs.update({str(k): v.get("images", []) for k, v in entry["outputs"].items() if isinstance(v, dict)})

@@ -4,7 +4,9 @@ What each means for the daemon: ComfyUnavailable -> back off and retry; Workflow
 the graph or config is wrong (retrying cannot help; show `.lines`); ExecutionFailed -> this run
 failed (retry once or skip the keyframe); Interrupted -> cancelled, not an error; ComfyTimeout
 -> the job took longer than job_timeout; JobLost -> the server restarted and forgot the job:
-resubmit.
+resubmit; ImagesNotReceived (a JobLost) -> the job succeeded but its SaveImageWebsocket images
+never came over the socket: resubmitting the same graph may lose them again, so switch to a
+SaveImage output (fetched over HTTP).
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ class ComfyTimeout(ComfyError):
 
 class JobLost(ComfyError):
     """The server no longer knows the job (restarted mid-run) or its result: resubmit."""
+
+
+class ImagesNotReceived(JobLost):
+    """History says the job succeeded, but its SaveImageWebsocket frames never arrived (a silent,
+    stalled or dropped socket). Only an output ComfyUI keeps on disk (SaveImage) can be fetched."""
 
 
 # A UI-format workflow ({"nodes": [...], "links": [...]}) sent as the prompt is refused with 500

@@ -5,19 +5,25 @@ upload (a small rotating set of names, overwritten, so ComfyUI's input folder st
 checks the server before the first job: checkpoint name, sampler and scheduler names (with the
 server's choices in the message), node classes present, and whether SaveImageWebsocket exists
 (preferred: it writes nothing to disk; otherwise outputs fall back to SaveImage under
-ComfyUI's output/reverie/ folder, which then grows by one PNG per keyframe).
+ComfyUI's output/reverie/ folder, which then grows by one PNG per keyframe). The same fallback
+is taken for the rest of the run when a job succeeds but its SaveImageWebsocket frames never
+arrive (a socket that stays silent, e.g. behind a proxy that drops WebSocket traffic): polling
+still sees every job finish, and only an image ComfyUI keeps on disk can then be fetched.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from dataclasses import dataclass
 
 from PIL import Image
 
-from backend.comfyui.client import ComfyClient, WorkflowRejected
+from backend.comfyui.client import ComfyClient, ImagesNotReceived, WorkflowRejected
 from backend.comfyui.workflow import Workflow
+
+log = logging.getLogger(__name__)
 
 UPLOAD_SLOTS = 3          # names reused round-robin: keyframe_0.png .. keyframe_2.png
 
@@ -42,6 +48,7 @@ class KeyframeGenerator:
         self.width, self.height = width, height
         self._slots = itertools.cycle(range(UPLOAD_SLOTS))
         self._checked = False
+        self.websocket_output = True          # False once SaveImageWebsocket images went missing
 
     def preflight(self) -> None:
         """Check the live server; raise WorkflowRejected naming every problem and the choices.
@@ -71,7 +78,7 @@ class KeyframeGenerator:
                 problems.append(f"{key} {value!r} is not offered by this ComfyUI; available: {', '.join(choices)}")
         if problems:
             raise WorkflowRejected("ComfyUI cannot run Reverie's workflows as configured", problems)
-        has_ws = "SaveImageWebsocket" in info
+        has_ws = "SaveImageWebsocket" in info and self.websocket_output
         self.img2img, self.txt2img = (self._choose_output(wf, has_ws) for wf in (self.img2img, self.txt2img))
         self._checked = True
 
@@ -89,10 +96,25 @@ class KeyframeGenerator:
                       sampler=self.sampler, scheduler=self.scheduler, checkpoint=self.checkpoint)
         if image is None:
             workflow = self.txt2img
-            graph = workflow.patch(width=self.width, height=self.height, denoise=1.0, **common)
+            patch = dict(width=self.width, height=self.height, denoise=1.0, **common)
         else:
             workflow = self.img2img
             ref = self.client.upload_image(image.convert("RGB"), f"keyframe_{next(self._slots)}.png")
-            graph = workflow.patch(image=ref, denoise=denoise, **common)
-        result = self.client.run_job(graph, output_node=workflow.output_node)
+            patch = dict(image=ref, denoise=denoise, **common)
+        try:
+            result = self.client.run_job(workflow.patch(**patch), output_node=workflow.output_node)
+        except ImagesNotReceived as exc:
+            if not self.websocket_output:
+                raise
+            self._stop_using_the_websocket_output(exc)
+            workflow = self.txt2img if image is None else self.img2img
+            result = self.client.run_job(workflow.patch(**patch), output_node=workflow.output_node)
         return KeyframeResult(result.images[0], time.monotonic() - start, result.prompt_id)
+
+    def _stop_using_the_websocket_output(self, exc: ImagesNotReceived) -> None:
+        """Switch both workflows to SaveImage for the rest of the run (logged once)."""
+        log.warning("%s; switching the keyframe output from SaveImageWebsocket to SaveImage for the rest of "
+                    "this run: images are fetched over HTTP, and ComfyUI's output/reverie/ folder now grows "
+                    "by one PNG per keyframe (restart Reverie once the WebSocket works again)", exc)
+        self.websocket_output = False
+        self.img2img, self.txt2img = (wf.with_save_output() for wf in (self.img2img, self.txt2img))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import ImageChops
 
-from backend.comfyui.client import (ComfyClient, ComfyTimeout, ComfyUnavailable, ExecutionFailed, Interrupted,
-                                    JobLost, WorkflowRejected, discover)
+from backend.comfyui.client import (ComfyClient, ComfyTimeout, ComfyUnavailable, ExecutionFailed,
+                                    ImagesNotReceived, Interrupted, JobLost, WorkflowRejected, discover)
 from tests.comfyui.conftest import invert_graph
 from tests.fake_comfyui import fake_sample
 
@@ -121,10 +121,11 @@ def test_silent_socket_finishes_by_polling_history(fake, client, picture):
     assert np.array_equal(np.asarray(images[0]), np.asarray(_inverted(picture)))
 
 
-def test_silent_socket_with_websocket_output_is_a_lost_job(fake, client, picture):
+def test_silent_socket_with_websocket_output_says_the_images_were_not_received(fake, client, picture):
     fake.silent_socket = True
-    with pytest.raises(JobLost):
+    with pytest.raises(ImagesNotReceived, match="succeeded"):   # a JobLost: callers that resubmit still do
         client.run(invert_graph(client.upload_image(picture, "in.png"), "SaveImageWebsocket"))
+    assert fake.history == {}
 
 
 def test_server_killed_mid_run_raises_job_lost_then_recovers(fake, client, picture):

@@ -50,6 +50,35 @@ def test_without_websocket_node_outputs_fall_back_to_save_image(tmp_path, pictur
         client.close()
 
 
+def test_a_silent_socket_switches_the_output_to_save_image_once_and_keeps_delivering(fake, client, picture,
+                                                                                    caplog):
+    gen = _generator(client)
+    first = gen.generate_keyframe(picture, "sky", "", seed=1, denoise=0.5).image    # via SaveImageWebsocket
+    assert fake.file_counts()["output"] == 0
+    fake.silent_socket = True           # jobs still finish (history written), no frame ever arrives
+    with caplog.at_level("WARNING", logger="backend.comfyui.keyframe"):
+        second = gen.generate_keyframe(first, "sky", "", seed=2, denoise=0.5).image
+        third = gen.generate_keyframe(second, "sky", "", seed=3, denoise=0.5).image
+    assert np.array_equal(np.asarray(second), fake_sample(first, 2, 0.5))           # the same keyframe, retried
+    assert np.array_equal(np.asarray(third), fake_sample(second, 3, 0.5))
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "SaveImage" in warned[0] and "grows" in warned[0]
+    assert not gen.websocket_output and fake.file_counts()["output"] == 2 and fake.history == {}
+    gen.preflight()                     # a later preflight keeps the fallback
+    assert gen.img2img.graph[gen.img2img.output_node]["class_type"] == "SaveImage"
+
+
+def test_a_server_restart_is_a_lost_job_not_a_reason_to_leave_the_websocket_output(fake, client, picture):
+    from backend.comfyui.client import ImagesNotReceived, JobLost
+
+    gen = _generator(client)
+    gen.preflight()
+    fake.latency, fake.kill_mid_run = 0.5, True
+    with pytest.raises(JobLost) as info:
+        gen.generate_keyframe(picture, "sky", "", seed=1, denoise=0.5)
+    assert not isinstance(info.value, ImagesNotReceived) and gen.websocket_output
+
+
 def test_latency_is_reported_in_seconds(fake, client, picture):
     fake.latency = 0.3
     result = _generator(client).generate_keyframe(picture, "sky", "", seed=1, denoise=0.5)
