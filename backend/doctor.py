@@ -80,16 +80,22 @@ def check_comfyui(report: Report, config: Config) -> None:
             report.fail(f"ComfyUI is not reachable at {url} (nor on 127.0.0.1:8188 or 8000-9000): start it, "
                         f"or set comfyui.url")
             return
-        report.warn(f"no ComfyUI at {url}, but one answers at {found}: Reverie will use it "
-                    f"(set comfyui.url: {found} to skip the search)")
+        # The daemon waits for the configured server rather than adopting another one, so the
+        # workflow checks below cannot run: the user must start it or point comfyui.url elsewhere.
+        report.fail(f"no ComfyUI at {url}, but one answers at {found}: Reverie keeps waiting for {url}; "
+                    f"start it there, or set comfyui.url: {found} to use that one")
+        return
     finally:
         client.close()
     try:
         source, found_client = build_source(config)  # runs the workflow preflight
+        names = found_client.checkpoints() if found_client is not None else []
     except UserError as exc:
         report.fail(str(exc))
         return
-    names = found_client.checkpoints() if found_client is not None else []
+    except ComfyError as exc:  # it went away between the checks
+        report.fail(f"ComfyUI stopped answering during the check: {exc}")
+        return
     wanted = config.comfyui.checkpoint or "the workflow's own"
     report.ok(f"ComfyUI accepts the workflows (checkpoint: {wanted}; {len(names)} on the server)")
     source.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import re
 import signal
 import sys
 import threading
@@ -208,3 +210,20 @@ def test_check_names_a_missing_vae_and_exits_1(tmp_path, tiny_vae, comfy):
     output, _ = daemon.communicate(timeout=120)
     assert daemon.returncode == 1, output
     assert "[FAIL]" in output and "no-such-vae" in output and "Traceback" not in output
+
+
+def test_check_fails_cleanly_when_the_configured_comfyui_is_down_and_another_answers(tmp_path, tiny_vae):
+    """The daemon waits for its configured server, so --check must fail (not crash) and name the other."""
+    from backend.comfyui.client import discover
+    from tests.comfyui.test_discovery import _free_ports
+    from tests.fake_comfyui import FakeComfyUI
+
+    other = discover()
+    with FakeComfyUI(port=_free_ports(1)[0]) if other is None else contextlib.nullcontext() as started:
+        other = other or started.url
+        write_config(tmp_path, tiny_vae, "http://127.0.0.1:9")  # nothing listens on port 9
+        daemon = start_daemon(tmp_path, "--check")
+        output, _ = daemon.communicate(timeout=120)
+    assert daemon.returncode == 1, output
+    assert "Traceback" not in output and "[FAIL] no ComfyUI at http://127.0.0.1:9," in output
+    assert f"set comfyui.url: {other.rstrip('/')} to use that one" in output
