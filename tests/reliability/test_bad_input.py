@@ -78,9 +78,6 @@ def test_any_bytes_as_a_workflow_file_give_a_workflow_or_one_workflow_error(tmp_
         assert str(error)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: backend/comfyui/workflow.py load_workflow catches only ValueError "
-                                       "from json.loads; deeply nested JSON raises RecursionError (a traceback, "
-                                       "exit 1) instead of WorkflowError")
 def test_a_deeply_nested_workflow_file_gives_a_workflow_error(tmp_path):
     from backend.comfyui.workflow import WorkflowError, load_workflow
 
@@ -131,9 +128,6 @@ def test_odd_sizes_and_modes_in_the_image_folder_all_become_frame_sized_rgb(tmp_
     assert names == set(ODD_IMAGES)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: backend/images.py fit_cover converts 16-bit images (I;16, I) with "
-                                       "Image.convert('RGB'), which clips at 255: a 16-bit keyframe (folder "
-                                       "or start image) shows as almost pure white")
 def test_a_16_bit_image_keeps_its_tones(tmp_path):
     gradient("I;16", (64, 64)).save(tmp_path / "sixteen.png")
     pixels = np.asarray(FolderSource(tmp_path, (64, 64)).next_keyframe(None).image).astype(float)

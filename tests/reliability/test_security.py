@@ -45,9 +45,6 @@ def test_the_daemon_opens_no_listening_socket_and_talks_only_to_loopback(tmp_pat
     assert udp == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nothing warns that comfyui.url is plain http to a non-loopback "
-                                       "host (prompts and images cross the network unencrypted, and ComfyUI has "
-                                       "no authentication)")
 def test_plain_http_to_another_machine_logs_a_warning(tmp_path, tiny_vae, log_records, no_discovery):
     from backend.assembly import build_source
     from backend.config import load_config
@@ -99,9 +96,7 @@ def test_a_decompression_bomb_from_the_server_is_refused_on_its_header(tmp_path)
     assert grown_kib < 200 * 1024  # 50000x50000 RGB decoded would be 7 GB
 
 
-@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", pytest.param("I;16", marks=pytest.mark.xfail(
-    strict=True, reason="BUG: backend/comfyui/images.py decode_image converts a 16-bit PNG with "
-                        "Image.convert('RGB'), clipping at 255: the keyframe comes out almost white"))])
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "I;16"])
 def test_grayscale_alpha_palette_and_16_bit_images_from_the_server_become_rgb(mode, monkeypatch):
     from backend.comfyui.client import ComfyClient
     from tests.fake_comfyui import nodes
@@ -238,10 +233,6 @@ def _free_port_in(low: int, high: int) -> int:
     pytest.skip(f"no free port in {low}..{high}")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: backend/assembly.py build_source (discover() at line ~106) adopts "
-                                       "ANY server answering /system_stats on 127.0.0.1:8188 or 8000-9000 when the "
-                                       "configured ComfyUI is down at start, and never goes back to the configured "
-                                       "one: a slow ComfyUI start at login sends every prompt elsewhere for good")
 def test_an_explicitly_configured_comfyui_that_is_down_at_start_is_not_replaced_by_another_local_server(tmp_path,
                                                                                                        tiny_vae):
     from backend.assembly import build_source
