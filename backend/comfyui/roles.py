@@ -8,7 +8,10 @@ text encoder, the output node. Ambiguity is an error naming the candidates, neve
 
 from __future__ import annotations
 
+import logging
 from collections import deque
+
+log = logging.getLogger(__name__)
 
 ROLES = ("image", "positive", "negative", "sampler", "seed", "denoise", "checkpoint", "size", "output")
 OUTPUT_CLASSES = ("SaveImageWebsocket", "SaveImage", "PreviewImage")
@@ -22,8 +25,13 @@ TITLES = {
     "size": ("reverie size",),
     "output": ("reverie output",),
 }
+# the prompt inputs of text encoders: CLIPTextEncode `text`, CLIPTextEncodeSDXL `text_g` + `text_l`,
+# CLIPTextEncodeSD3 / CLIPTextEncodeFlux `clip_l`, `clip_g`, `t5xxl`; a prompt is written to each one present
+TEXT_INPUTS = ("text", "text_g", "text_l", "clip_l", "clip_g", "t5xxl")
+# conditioning that passes through one of these carries no text: a prompt written upstream changes nothing
+TEXTLESS_CLASSES = ("ConditioningZeroOut",)
 # an explicitly named node must carry the input its role writes
-REQUIRED_INPUT = {"image": ("image",), "positive": ("text",), "negative": ("text",), "seed": ("seed", "noise_seed"),
+REQUIRED_INPUT = {"image": ("image",), "positive": TEXT_INPUTS, "negative": TEXT_INPUTS, "seed": ("seed", "noise_seed"),
                   "denoise": ("denoise",), "checkpoint": ("ckpt_name",), "size": ("width",),
                   "sampler": ("seed", "noise_seed", "steps")}
 
@@ -60,8 +68,8 @@ def find_roles(graph: dict, node_ids: dict | None = None) -> dict[str, str]:
             raise RoleError(f"node_ids.{role} = {node_id!r}, but the workflow has no node {node_id!r}")
         needed = REQUIRED_INPUT.get(role, ())
         if needed and not any(name in graph[node_id]["inputs"] for name in needed):
-            raise RoleError(f"node_ids.{role} = {node_id!r} is {_label(graph, node_id)}, which has no "
-                            f"{' / '.join(needed)} input")
+            what = f"text input ({', '.join(needed)})" if needed is TEXT_INPUTS else f"{' / '.join(needed)} input"
+            raise RoleError(f"node_ids.{role} = {node_id!r} is {_label(graph, node_id)}, which has no {what}")
         roles[role] = node_id
     for role, titles in TITLES.items():
         if role in roles:
@@ -71,6 +79,13 @@ def find_roles(graph: dict, node_ids: dict | None = None) -> dict[str, str]:
         if picked is not None:
             roles[role] = picked
     _infer(graph, roles)
+    if "negative" in roles and roles.get("negative") == roles.get("positive"):
+        # writing the negative there would replace the positive prompt (a sampler fed by one encoder
+        # twice, or a negative made by ConditioningZeroOut of the positive)
+        log.warning("the workflow's negative conditioning comes from the positive prompt's %s, so the "
+                    "configured negative prompts are not applied (give the sampler its own negative "
+                    "CLIPTextEncode, or set comfyui.node_ids.negative)", _label(graph, roles["positive"]))
+        del roles["negative"]
     return roles
 
 
@@ -98,9 +113,18 @@ def _infer(graph: dict, roles: dict[str, str]) -> None:
             roles["denoise"] = sampler
         for role in ("positive", "negative"):
             if role not in roles and is_link(graph, inputs.get(role)):
-                picked = _pick(graph, role, _trace_text(graph, inputs[role][0]), "several text encoders feed it")
+                found, textless = _trace_text(graph, inputs[role][0])
+                picked = _pick(graph, role, found, "several text encoders feed it")
                 if picked is not None:
+                    if not any(name in graph[picked]["inputs"] for name in TEXT_INPUTS):
+                        raise RoleError(f"the {role} prompt goes to {_label(graph, picked)}, which has none of "
+                                        f"the text inputs Reverie can write ({', '.join(TEXT_INPUTS)}); use a "
+                                        f"CLIPTextEncode there or set comfyui.node_ids.{role}")
                     roles[role] = picked
+                elif textless and role == "negative":
+                    log.warning("the workflow's negative conditioning comes from %s, which has no text, so the "
+                                "configured negative prompts are not applied", ", ".join(
+                                    _label(graph, n) for n in textless))
     if "image" not in roles:
         picked = _pick(graph, "image", _of_class(graph, ("LoadImage",)), "several LoadImage nodes")
         if picked is not None:
@@ -127,17 +151,22 @@ def _infer(graph: dict, roles: dict[str, str]) -> None:
         roles["output"] = _pick(graph, "output", outputs, "several image outputs")
 
 
-def _trace_text(graph: dict, start: str) -> list[str]:
-    """Nodes with a string `text` input reached by following links back from `start`."""
-    found, seen, todo = [], {start}, deque([start])
+def _trace_text(graph: dict, start: str) -> tuple[list[str], list[str]]:
+    """(text encoders, text-less nodes) reached by following links back from `start`: a text
+    encoder has a string text input or "TextEncode" in its class; the search stops at both."""
+    found, textless, seen, todo = [], [], {start}, deque([start])
     while todo:
         node_id = todo.popleft()
         inputs = graph[node_id]["inputs"]
-        if isinstance(inputs.get("text"), str) or "TextEncode" in graph[node_id]["class_type"]:
+        if graph[node_id]["class_type"] in TEXTLESS_CLASSES:
+            textless.append(node_id)
+            continue
+        if any(isinstance(inputs.get(name), str) for name in TEXT_INPUTS) \
+                or "TextEncode" in graph[node_id]["class_type"]:
             found.append(node_id)
             continue
         for value in inputs.values():
             if is_link(graph, value) and value[0] not in seen:
                 seen.add(value[0])
                 todo.append(value[0])
-    return found
+    return found, textless

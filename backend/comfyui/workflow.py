@@ -17,7 +17,7 @@ import json
 import numbers
 from pathlib import Path
 
-from backend.comfyui.roles import RoleError, find_roles
+from backend.comfyui.roles import TEXT_INPUTS, RoleError, find_roles
 
 BUILTINS = {"builtin:img2img": "img2img_sd15.json", "builtin:txt2img": "txt2img_sd15.json"}
 SAVE_PREFIX = "reverie/keyframe"
@@ -155,18 +155,21 @@ class Workflow:
             if value is not None and value % 8:
                 raise WorkflowError(f"{name} must be a multiple of 8, got {value}")
 
-        def put(role: str, names: tuple[str, ...], value) -> None:
+        def put(role: str, names: tuple[str, ...], value, *, every: bool = False) -> None:
+            """Write `value` to the first of `names` the role's node has (to each of them: `every`)."""
             node = self.roles.get(role)
             if value is None or node is None:
                 return
             for name in names:
                 if name in graph[node]["inputs"]:
                     graph[node]["inputs"][name] = value
-                    return
+                    if not every:
+                        return
 
         put("image", ("image",), image)
-        put("positive", ("text",), positive)
-        put("negative", ("text",), negative)
+        # every prompt input of the encoder: CLIPTextEncodeSDXL has text_g and text_l
+        put("positive", TEXT_INPUTS, positive, every=True)
+        put("negative", TEXT_INPUTS, negative, every=True)
         put("seed", ("seed", "noise_seed"), seed)
         put("denoise", ("denoise",), None if denoise is None else float(denoise))
         put("sampler", ("steps",), steps)

@@ -46,6 +46,58 @@ def test_positive_and_negative_follow_links_through_other_nodes():
     assert wf.roles["negative"] == "7" and wf.roles["positive"] == "6"
 
 
+def _negative_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "negative" in r.getMessage()]
+
+
+def test_a_negative_made_by_zeroing_the_positive_never_overwrites_the_positive(caplog):
+    graph = _user_graph()
+    del graph["7"]
+    graph["20"] = {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["6", 0]}}
+    graph["3"]["inputs"]["negative"] = ["20", 0]
+    with caplog.at_level("WARNING", logger="backend.comfyui.roles"):
+        wf = parse_workflow(graph)
+    assert wf.roles["positive"] == "6" and "negative" not in wf.roles
+    patched = wf.patch(positive="a sunny meadow", negative="blurry")
+    assert patched["6"]["inputs"]["text"] == "a sunny meadow"
+    warned, = _negative_warnings(caplog)
+    assert "ConditioningZeroOut" in warned and "not applied" in warned
+
+
+@pytest.mark.parametrize("node_ids", [None, {"positive": "6", "negative": "6"}])
+def test_a_sampler_fed_by_one_encoder_twice_keeps_the_positive_prompt(node_ids, caplog):
+    graph = _user_graph()
+    del graph["7"]
+    graph["3"]["inputs"]["negative"] = ["6", 0]
+    with caplog.at_level("WARNING", logger="backend.comfyui.roles"):
+        wf = parse_workflow(graph, node_ids=node_ids)
+    assert wf.roles["positive"] == "6" and "negative" not in wf.roles
+    assert wf.patch(positive="a sunny meadow", negative="blurry")["6"]["inputs"]["text"] == "a sunny meadow"
+    warned, = _negative_warnings(caplog)
+    assert "node 6 (CLIPTextEncode)" in warned and "comfyui.node_ids.negative" in warned
+
+
+def test_sdxl_text_encoders_get_the_prompt_in_both_text_inputs():
+    graph = _user_graph()
+    for node_id in ("6", "7"):
+        graph[node_id] = {"class_type": "CLIPTextEncodeSDXL",
+                          "inputs": {"clip": ["4", 1], "text_g": "old", "text_l": "old", "width": 1024,
+                                     "height": 1024, "crop_w": 0, "crop_h": 0, "target_width": 1024,
+                                     "target_height": 1024}}
+    wf = parse_workflow(graph)
+    assert (wf.roles["positive"], wf.roles["negative"]) == ("6", "7")
+    patched = wf.patch(positive="a sunny meadow", negative="blurry")
+    assert (patched["6"]["inputs"]["text_g"], patched["6"]["inputs"]["text_l"]) == ("a sunny meadow",) * 2
+    assert (patched["7"]["inputs"]["text_g"], patched["7"]["inputs"]["text_l"]) == ("blurry",) * 2
+
+
+def test_a_text_encoder_without_a_known_text_input_is_refused_with_what_to_do():
+    graph = _user_graph()
+    graph["6"] = {"class_type": "CLIPTextEncodeHunyuanDiT", "inputs": {"clip": ["4", 1], "bert": "a", "mt5xl": "b"}}
+    with pytest.raises(WorkflowError, match=r"node 6 \(CLIPTextEncodeHunyuanDiT\).*comfyui.node_ids.positive"):
+        parse_workflow(graph)
+
+
 def test_titles_beat_inference():
     graph = _user_graph()
     graph["12"] = {"class_type": "LoadImage", "inputs": {"image": "mask.png"}}
