@@ -34,7 +34,10 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         if device.type != "cuda":
             return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Native bf16 starts at compute capability 8 (Ampere). is_bf16_supported() alone also says
+        # True for the emulated bf16 of older GPUs (GTX 10xx/16xx, RTX 20xx), which is much slower than fp16.
+        native = torch.cuda.get_device_capability(device)[0] >= 8 and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if native else torch.float16
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto or one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
