@@ -22,11 +22,33 @@ class VaeNumericsError(RuntimeError):
     """The VAE produced NaN or infinite values, even after upcasting to float32."""
 
 
+CUDA_INSTALL = "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu128"
+
+
 def pick_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``.
+
+    Raises ValueError for a name torch does not know or a CUDA device this torch cannot use.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        picked = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown vae.device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if picked.type == "cuda":
+        # Without this check the first .to("cuda") dies with an AssertionError traceback.
+        if torch.version.cuda is None and torch.version.hip is None:
+            raise ValueError(f"vae.device is {device} but this torch ({torch.__version__}) was built without "
+                             f"CUDA: install the CUDA build from pytorch.org (e.g. {CUDA_INSTALL}) "
+                             f"or set vae.device: auto")
+        if not torch.cuda.is_available():
+            raise ValueError(f"vae.device is {device} but torch finds no usable CUDA GPU (check the NVIDIA "
+                             f"driver with nvidia-smi) or set vae.device: auto")
+        if picked.index is not None and picked.index >= torch.cuda.device_count():
+            raise ValueError(f"vae.device is {device} but only {torch.cuda.device_count()} CUDA device(s) "
+                             f"exist: use cuda:0 to cuda:{torch.cuda.device_count() - 1} or set vae.device: auto")
+    return picked
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
