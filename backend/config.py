@@ -138,6 +138,8 @@ class Config:
 RESTART_ONLY = frozenset({
     "generation.resolution", "comfyui", "vae", "display.output_dir", "display.ring_size",
     "keyframes.source", "keyframes.folder", "keyframes.start_image", "control", "logging",
+    # The sampler settings are checked against the server once, when the workflow is prepared.
+    "keyframes.steps", "keyframes.cfg", "keyframes.sampler", "keyframes.scheduler",
 })
 
 
@@ -231,7 +233,7 @@ def with_overrides(config: Config, *, fps: float | None = None, source: str | No
     if source is not None:
         if source.strip().lower() in ("comfyui", "folder"):
             keyframes = dataclasses.replace(keyframes, source=source.strip().lower())
-        elif Path(source).expanduser().is_dir():
+        elif _is_dir(source):
             keyframes = dataclasses.replace(keyframes, source="folder", folder=Path(source).expanduser().absolute())
         else:
             problems.append(f"--source: must be 'comfyui', 'folder' or an existing image folder, got {source!r}")
@@ -240,6 +242,13 @@ def with_overrides(config: Config, *, fps: float | None = None, source: str | No
     if problems:
         raise ConfigError("command line", problems)
     return dataclasses.replace(config, display=display, keyframes=keyframes)
+
+
+def _is_dir(text: str) -> bool:
+    try:
+        return Path(text).expanduser().is_dir()
+    except (OSError, RuntimeError):  # too long, no access, no home folder: not a folder we can use
+        return False
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:
@@ -302,6 +311,9 @@ class ConfigWatcher:
             new = with_overrides(parse_config_text(text, str(self.path), self.path.parent), **self.overrides)
         except ConfigError as e:
             log.warning("%s\nconfig edit ignored; the running config is kept", e)
+            return None
+        except Exception:  # noqa: BLE001 - a bug in a check must not stop a running daemon
+            log.exception("config edit ignored after an unexpected error; the running config is kept")
             return None
         changed = changed_keys(self.current, new)
         restart = [key for key in changed if _needs_restart(key)]

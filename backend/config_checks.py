@@ -192,7 +192,10 @@ def check_one(name: str, value: Any, check: Callable[[Any], Any], problems: list
         return check(value)
     except Bad as e:
         problems.append(f"{name}: {e}")
-        return default
+    except (OSError, RuntimeError) as e:  # a path the OS refuses to look at: too long, no access, no ~
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        problems.append(f"{name}: cannot use this path ({reason}); give a shorter or accessible path")
+    return default
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

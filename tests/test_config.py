@@ -350,7 +350,8 @@ def nest(pairs: dict) -> dict:
 from backend.config_checks import flatten as _flat  # noqa: E402
 
 real_keys = st.sampled_from(sorted(_flat(Config())) + ["generation.hybrid", "keyframes.seed", "display"])
-any_value = st.recursive(yaml_scalars | st.sampled_from(["auto", "folder", "builtin:x", ".", "~", "cuda:0", "a/b"]),
+any_value = st.recursive(yaml_scalars | st.sampled_from(["auto", "folder", "builtin:x", ".", "~", "cuda:0", "a/b",
+                                                                 "n" * 300, "d/" * 2100, "~nobody_here/x"]),
                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
                              st.sampled_from(["prompt", "negative", "x"]), inner, max_size=3), max_leaves=6)
 
@@ -397,3 +398,41 @@ def test_control_file_defaults_to_auto_and_accepts_a_path_or_null(tmp_path):
     assert parse_config({"control": {"file": "auto"}}).control.file == "auto"
     assert parse_config({"control": {"file": None}}).control.file is None
     assert parse_config({"control": {"file": "skin/Control.ini"}}, base_dir=tmp_path).control.file == tmp_path / "skin" / "Control.ini"
+
+
+@pytest.mark.parametrize("key", ["folder", "start_image"])
+def test_a_path_the_os_refuses_to_look_at_is_a_config_problem_not_a_traceback(key, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"keyframes": {key: "n" * 300}}, base_dir=tmp_path)
+    assert any(p.startswith(f"keyframes.{key}: cannot use this path") for p in info.value.problems)
+
+
+def test_watcher_keeps_the_running_config_when_reading_an_edit_fails_unexpectedly(tmp_path, caplog, monkeypatch):
+    path = tmp_path / "c.yaml"
+    write(path, "display: {fps: 10}\n")
+    clock = FakeClock()
+    watcher = ConfigWatcher(path, load_config(path), interval=0.5, clock=clock)
+
+    def broken(*_a, **_k):
+        raise RuntimeError("a bug in a check")
+
+    monkeypatch.setattr("backend.config.parse_config_text", broken)
+    write(path, "display: {fps: 20}\n")
+    clock.now += 1
+    with caplog.at_level(logging.ERROR):
+        assert watcher.poll() is None
+    assert "running config is kept" in caplog.text and watcher.current.display.fps == 10.0
+
+
+def test_sampler_settings_edited_while_running_are_reported_as_needing_a_restart(tmp_path, caplog):
+    path = tmp_path / "c.yaml"
+    write(path, "keyframes: {steps: 20}\n")
+    clock = FakeClock()
+    watcher = ConfigWatcher(path, load_config(path), interval=0.5, clock=clock)
+    write(path, "keyframes: {steps: 8, cfg: 3, sampler: dpmpp_2m, scheduler: karras}\n")
+    clock.now += 1
+    with caplog.at_level(logging.WARNING):
+        assert watcher.poll() is None
+    for key in ("keyframes.steps", "keyframes.cfg", "keyframes.sampler", "keyframes.scheduler"):
+        assert key in caplog.text
+    assert "restart Reverie to apply" in caplog.text and watcher.current.keyframes.steps == 20
