@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import os
 import tempfile
 import time
@@ -181,10 +182,10 @@ class FrameWriter:
         atomic_write_bytes(path, data, **self._write_options)
         self._history.pop(path, None)  # an index written again (restart from 0) moves to the newest end
         self._history[path] = None
-        while len(self._history) > self.history_keep:
-            oldest = next(iter(self._history))
-            del self._history[oldest]
+        excess = len(self._history) - self.history_keep
+        for oldest in list(itertools.islice(self._history, max(0, excess))):
             try:
-                oldest.unlink()
+                oldest.unlink(missing_ok=True)
             except OSError:
-                pass  # already gone, or briefly locked by a viewer: not worth stopping the show
+                continue  # held by a viewer (Windows): stays listed and is tried again after the next frame
+            del self._history[oldest]

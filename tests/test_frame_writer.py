@@ -196,3 +196,25 @@ def test_concurrent_writers_of_one_file_use_unique_temp_names(tmp_path):
         t.join()
     assert target.read_bytes() in payloads
     assert leftovers(tmp_path) == []
+
+
+def test_a_history_file_held_by_a_viewer_is_deleted_once_it_is_released(tmp_path, monkeypatch):
+    writer = FrameWriter(tmp_path, history_keep=2)
+    held = tmp_path / "history" / "frame_00000000.png"
+    real_unlink = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self == held and held_by_viewer:
+            raise PermissionError(13, "The process cannot access the file", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    held_by_viewer = True
+    for i in range(4):
+        writer.write(frame(i), i)
+    names = sorted(p.name for p in (tmp_path / "history").iterdir())
+    assert names == ["frame_00000000.png", "frame_00000002.png", "frame_00000003.png"]
+    held_by_viewer = False
+    writer.write(frame(4), 4)
+    names = sorted(p.name for p in (tmp_path / "history").iterdir())
+    assert names == ["frame_00000003.png", "frame_00000004.png"]
