@@ -93,6 +93,11 @@ def build_source(config: Config) -> tuple[Any, Any]:
         txt2img = load_workflow(comfy.txt2img_workflow, comfy.node_ids or None)
     except (WorkflowError, OSError) as exc:
         raise UserError(f"The ComfyUI workflow cannot be used: {exc}") from None
+    if "image" not in img2img.roles:
+        # every keyframe after the first is img2img of the one before: without a LoadImage node the
+        # first of them would fail, so say it now
+        raise UserError(f"The img2img workflow {comfy.workflow} has no LoadImage node to receive the previous "
+                        f"keyframe; add one or set comfyui.node_ids.image.")
 
     def connect(url: str) -> tuple[Any, Any]:
         client = ComfyClient(url, request_timeout=comfy.request_timeout, job_timeout=comfy.job_timeout)

@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from backend.comfyui.errors import ComfyError, ComfyUnavailable, WorkflowRejected
+from backend.comfyui.workflow import WorkflowError
 from backend.images import fit_cover
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class ComfyUISource:
         self._preflight_done = preflight_done
         self._fresh = False
         self._closed = threading.Event()
+        self._traceback_logged = False    # an unexpected error's traceback is logged once per run
 
     @property
     def prompt(self) -> str:
@@ -150,6 +152,14 @@ class ComfyUISource:
                 failures, error = failures + 1, _rejected(exc)
             except ComfyError as exc:
                 failures, error = failures + 1, f"{type(exc).__name__}: {exc}"
+            except WorkflowError as exc:
+                raise KeyframeSourceError(f"The ComfyUI workflow cannot make this keyframe ({exc}); fix "
+                                          f"comfyui.workflow or comfyui.node_ids.") from None
+            except Exception as exc:  # a bug or an unforeseen server answer: one failed attempt, never fatal
+                failures, error = failures + 1, f"unexpected {type(exc).__name__}: {exc}"
+                if not self._traceback_logged:
+                    self._traceback_logged = True
+                    log.exception("unexpected error while making a keyframe (counted as a failed attempt)")
             else:
                 self._set_state("connected", "")
                 self.last_error = ""  # the problem is over: the skin should not keep showing it

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,16 @@ def test_a_configured_comfyui_that_is_up_is_used_without_warnings(tmp_path, capl
         finally:
             source.close()
     assert warnings_of(caplog) == []
+
+
+def test_an_img2img_workflow_without_load_image_is_refused_at_start(tmp_path):
+    from backend.assembly import UserError
+    workflow = tmp_path / "no_load_image.json"
+    workflow.write_text((Path(__file__).parents[1] / "backend" / "comfyui" / "workflows" / "txt2img_sd15.json")
+                        .read_text(encoding="utf-8"), encoding="utf-8")
+    config = parse_config({"comfyui": {"url": "http://127.0.0.1:9", "workflow": str(workflow)},
+                           "generation": {"resolution": [64, 64]}}, base_dir=tmp_path)
+    with pytest.raises(UserError) as info:
+        build_source(config)
+    message = str(info.value)
+    assert "no LoadImage node" in message and message.endswith("set comfyui.node_ids.image.") and "\n" not in message

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from backend.comfyui.errors import ComfyUnavailable, ExecutionFailed, WorkflowRejected
+from backend.comfyui.workflow import WorkflowError
 from backend.keyframes import (ComfyUISource, FolderSource, KeyframeSourceError, PromptRotation,
                                SeedPolicy)
 
@@ -117,6 +118,45 @@ def test_a_keyframe_failing_every_attempt_is_skipped_not_fatal():
     keyframe = src.next_keyframe(previous)
     assert keyframe.origin == "skipped" and keyframe.image is previous and not keyframe.generated
     assert "bad" in src.last_error
+
+
+def test_an_unexpected_error_is_a_failed_attempt_with_its_traceback_logged_once(caplog):
+    gen = ScriptedGenerator([KeyError("images"), IndexError("list index out of range"), "ok"] + [KeyError("x")] * 3)
+    src = source(gen, attempts=3)
+    with caplog.at_level("WARNING", logger="backend.keyframes"):
+        first = src.next_keyframe(image())
+        second = src.next_keyframe(first.image)
+    assert first.generated and second.origin == "skipped"   # 2 failures then ok; then 3 failures
+    assert "unexpected KeyError" in src.last_error
+    assert sum(1 for r in caplog.records if r.exc_info) == 1
+
+
+def test_a_workflow_error_while_patching_is_a_user_error_not_a_crash():
+    gen = ScriptedGenerator([WorkflowError("builtin:img2img: has no LoadImage node")])
+    with pytest.raises(KeyframeSourceError, match="no LoadImage node.*fix comfyui.workflow"):
+        source(gen).next_keyframe(image())
+
+
+def test_a_server_dying_mid_download_is_retried_until_the_keyframe_arrives(tmp_path):
+    from backend.comfyui.client import ComfyClient
+    from backend.comfyui.keyframe import KeyframeGenerator
+    from backend.comfyui.workflow import load_workflow
+    from tests.fake_comfyui import FakeComfyUI, fake_sample
+
+    with FakeComfyUI(root=tmp_path, websocket_node=False) as fake:    # SaveImage: images come over /view
+        client = ComfyClient(fake.url, request_timeout=3.0, poll_interval=0.3)
+        gen = KeyframeGenerator(client, img2img=load_workflow("builtin:img2img"),
+                                txt2img=load_workflow("builtin:txt2img"), checkpoint=None, steps=2, cfg=7.0,
+                                sampler="euler", scheduler="normal", width=32, height=32)
+        src = source(gen, seed=SeedPolicy("fixed", 4), client=client)
+        fake.truncate_next_view = 2
+        try:
+            keyframe = src.next_keyframe(image((9, 80, 200), (32, 32)))
+        finally:
+            src.close()
+        assert keyframe.origin == "img2img" and fake.truncate_next_view == 0
+        assert np.array_equal(np.asarray(keyframe.image), fake_sample(image((9, 80, 200), (32, 32)), 4, 0.4))
+        assert src.state == "connected"
 
 
 def test_comfyui_down_reports_unavailable_and_carries_on_when_it_is_back():

@@ -214,13 +214,14 @@ class ComfyClient:
         outputs = dict(tracker.executed)
         if entry is not None and isinstance(entry.get("outputs"), dict):
             outputs.update({str(k): v.get("images", []) for k, v in entry["outputs"].items() if isinstance(v, dict)})
+        outputs = {k: [r for r in v if isinstance(r, dict)] if isinstance(v, list) else [] for k, v in outputs.items()}
         refs = outputs.get(output_node, []) if output_node else next((v for v in outputs.values() if v), [])
         if not refs:
             if entry is None:
                 raise JobLost(f"prompt {tracker.prompt_id} finished but ComfyUI has no history for it: resubmit")
             raise ExecutionFailed(f"prompt {tracker.prompt_id} produced no images"
                                   + (f" at node {output_node}" if output_node else ""))
-        return [self._view(ref) for ref in refs if isinstance(ref, dict)]
+        return [self._view(ref) for ref in refs]
 
     def _view(self, ref: dict) -> Image.Image:
         """GET /view for one output; the server's filename is a query value, never a local path."""
@@ -231,11 +232,15 @@ class ComfyClient:
             if resp.status_code != 200:
                 raise ExecutionFailed(f"GET /view for {params['filename']!r} answered HTTP {resp.status_code}")
             chunks, size = [], 0
-            for chunk in resp.iter_content(1 << 16):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_IMAGE_BYTES:
-                    raise ExecutionFailed(f"output image {params['filename']!r} exceeds {MAX_IMAGE_BYTES} bytes")
+            try:
+                for chunk in resp.iter_content(1 << 16):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_IMAGE_BYTES:
+                        raise ExecutionFailed(f"output image {params['filename']!r} exceeds {MAX_IMAGE_BYTES} bytes")
+            except requests.RequestException as exc:   # the body is read here, outside _request's try
+                raise ComfyUnavailable(f"ComfyUI at {self.url} broke off sending {params['filename']!r}: "
+                                       f"{exc}") from exc
         return decode_image(b"".join(chunks))
 
     def _history(self, prompt_id: str, attempts: int = 1) -> dict | None:

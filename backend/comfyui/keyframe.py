@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from backend.comfyui.client import ComfyClient, ImagesNotReceived, WorkflowRejected
+from backend.comfyui.client import ComfyClient, ExecutionFailed, ImagesNotReceived, WorkflowRejected
 from backend.comfyui.workflow import Workflow
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ class KeyframeGenerator:
             self._stop_using_the_websocket_output(exc)
             workflow = self.txt2img if image is None else self.img2img
             result = self.client.run_job(workflow.patch(**patch), output_node=workflow.output_node)
+        if not result.images:
+            raise ExecutionFailed(f"prompt {result.prompt_id} produced no images at node {workflow.output_node}")
         return KeyframeResult(result.images[0], time.monotonic() - start, result.prompt_id)
 
     def _stop_using_the_websocket_output(self, exc: ImagesNotReceived) -> None:

@@ -159,6 +159,15 @@ def test_job_timeout_interrupts_our_prompt(fake, picture):
     client.close()
 
 
+def test_a_server_dying_while_sending_an_image_is_unavailable_then_recovers(fake, client, picture):
+    ref = client.upload_image(picture, "in.png")
+    fake.truncate_next_view = 1             # half the PNG, then the connection drops
+    with pytest.raises(ComfyUnavailable, match="broke off"):
+        client.run(invert_graph(ref))
+    images = client.run(invert_graph(ref))
+    assert np.array_equal(np.asarray(images[0]), np.asarray(_inverted(picture)))
+
+
 @pytest.mark.parametrize("fault", ["huge", "corrupt"])
 @pytest.mark.parametrize("output", ["SaveImage", "SaveImageWebsocket"])
 def test_bad_output_images_fail_cleanly(fake, client, picture, fault, output):

@@ -182,8 +182,16 @@ class _Handlers:
             return web.Response(status=403)
         if not path.is_file():
             return web.Response(status=404)
-        return web.Response(body=path.read_bytes(), content_type="image/png",
-                            headers={"Content-Disposition": f'filename="{filename}"'})
+        data = path.read_bytes()
+        headers = {"Content-Disposition": f'filename="{filename}"'}
+        if self.fake.take_view_truncation():
+            resp = web.StreamResponse(headers=headers)
+            resp.content_type, resp.content_length = "image/png", len(data)
+            await resp.prepare(request)
+            await resp.write(data[:len(data) // 2])
+            request.transport.abort()            # the server died mid-download
+            return resp
+        return web.Response(body=data, content_type="image/png", headers=headers)
 
     async def upload(self, request: web.Request):
         post = await request.post()

@@ -8,7 +8,9 @@ Faults are plain attributes, settable at any time from the test thread:
   silent_socket (no WebSocket events, history still written), output_fault ("huge" | "corrupt"
   output image), refuse_connections (stop listening / listen again on the same port), ws_lag
   (seconds every WebSocket message of a job arrives after it was produced, i.e. after the
-  /history write it follows: a freshly started real ComfyUI lags like that, up to ~1 s).
+  /history write it follows: a freshly started real ComfyUI lags like that, up to ~1 s),
+  truncate_next_view (next k GET /view send half the image, then the connection drops, as when
+  the server dies mid-download).
 Its input/output/temp folders live under `root` (a temp dir by default): see `file_counts()`.
 """
 
@@ -49,6 +51,7 @@ class FakeComfyUI:
         self.silent_socket = False
         self.ws_lag = ws_lag
         self.output_fault: str | None = None
+        self.truncate_next_view = 0
         self._refusing = False
         self.history: dict[str, dict] = {}
         self.pending: list[Job] = []
@@ -198,6 +201,12 @@ class FakeComfyUI:
     def take_validation_fault(self) -> bool:
         if self.fail_next_validation > 0:
             self.fail_next_validation -= 1
+            return True
+        return False
+
+    def take_view_truncation(self) -> bool:
+        if self.truncate_next_view > 0:
+            self.truncate_next_view -= 1
             return True
         return False
 
