@@ -8,6 +8,8 @@ Scaled latent = ``(raw - shift) * scale`` with the family's factors (table below
 kind's latents already are the family's scaled latents (scale 1, shift 0) and its pixels are
 [0, 1]; the ``kl`` kind (diffusers ``AutoencoderKL``) takes pixels in [-1, 1] and encodes with
 the posterior mode, so a keyframe's latent carries no sampling noise.
+Encode/decode raise ``VaeNumericsError`` (NaN/inf even in float32: broken weights or input) and
+``VaeOutOfMemoryError`` (no GPU memory even one frame at a time: hold the frame and retry later).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from PIL import Image
 from torch import Tensor
 
 from backend.interpolation.vae_sources import VaeNotFoundError, VaeSource, candidates
-from backend.interpolation.vae_runtime import ModelRunner, VaeNumericsError, pick_device, pick_dtype
+from backend.interpolation.vae_runtime import (ModelRunner, VaeNumericsError, VaeOutOfMemoryError, pick_device,
+                                               pick_dtype)
 
-__all__ = ["FAMILIES", "Family", "LatentEncoder", "VaeNotFoundError", "VaeNumericsError"]
+__all__ = ["FAMILIES", "Family", "LatentEncoder", "VaeNotFoundError", "VaeNumericsError", "VaeOutOfMemoryError"]
 log = logging.getLogger(__name__)
 
 

@@ -2,7 +2,8 @@
 
 Works in the model's own ranges (raw latents; pixels [0, 1] for the tiny kind, [-1, 1] for kl);
 ``latent_encoder`` owns the conversions around it. Inputs ``[B, *, H, W]`` on any device; outputs
-float32 on ``device``, processed ``max_batch`` samples at a time.
+float32 on ``device``, processed ``max_batch`` samples at a time. Out of GPU memory, a batch is
+retried one sample at a time (kl: in tiles); ``VaeOutOfMemoryError`` means even that failed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ TILE_OVERLAP = 0.25  # fraction of a tile blended with its neighbour (hides tile
 
 class VaeNumericsError(RuntimeError):
     """The VAE produced NaN or infinite values, even after upcasting to float32."""
+
+
+class VaeOutOfMemoryError(RuntimeError):
+    """The GPU ran out of memory even one frame at a time (and in tiles, for kl): hold the frame, retry later."""
+
+
+# torch.OutOfMemoryError is new in torch 2.5; before that only the CUDA one existed (the same class since).
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 CUDA_INSTALL = "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu128"
@@ -75,6 +84,7 @@ class ModelRunner:
         self.tile_threshold = tile_threshold  # pixels (H*W) above which the kl kind works in tiles
         self.tile_size = tile_size  # tile edge in pixels
         self._placed = False
+        self._warned_memory = False  # the low-memory retry is logged once per run
         self._place()
 
     def _place(self) -> None:
@@ -90,13 +100,15 @@ class ModelRunner:
             torch.cuda.empty_cache()
             self._placed = False
 
-    def _set_tiling(self, pixel_count: int) -> None:
+    def _set_tiling(self, pixel_count: int, tile_size: int | None = None) -> None:
+        """Tiles above the threshold (kl only); ``tile_size`` forces tiles of that edge at any size."""
         if self.kind != "kl":
             return  # the tiny decoder's activations are small enough to run whole
-        if pixel_count > self.tile_threshold:
+        if tile_size or pixel_count > self.tile_threshold:
+            tile_size = tile_size or self.tile_size
             self.model.enable_tiling()
-            self.model.tile_sample_min_size = self.tile_size
-            self.model.tile_latent_min_size = self.tile_size // self.downscale
+            self.model.tile_sample_min_size = tile_size
+            self.model.tile_latent_min_size = tile_size // self.downscale
             self.model.tile_overlap_factor = TILE_OVERLAP
         else:
             self.model.disable_tiling()
@@ -115,20 +127,59 @@ class ModelRunner:
             return self.model.encode(x).latent_dist.mode()  # posterior mode: deterministic, noise-free
         return self.model.decode(x).sample
 
+    def _place_again(self, step: str) -> None:
+        """Move the weights back after ``release``; out of memory there is a VaeOutOfMemoryError."""
+        try:
+            self._place()
+            return
+        except OUT_OF_MEMORY:
+            pass  # raised outside the except block, whose traceback would keep the tensors alive
+        torch.cuda.empty_cache()
+        raise VaeOutOfMemoryError(f"the GPU ran out of memory moving the VAE back for {step}: hold the "
+                                  f"frame and retry when ComfyUI or other programs free GPU memory")
+
     def _run(self, x: Tensor, encode: bool) -> Tensor:
         if not self._placed:
-            self._place()
+            self._place_again("encode" if encode else "decode")
         height, width = x.shape[-2:]
-        self._set_tiling(height * width if encode else height * width * self.downscale**2)
+        pixel_count = height * width if encode else height * width * self.downscale**2
+        self._set_tiling(pixel_count)
         outs = []
         with torch.inference_mode():
             for chunk in x.split(self.max_batch):
-                out = self._forward(self._prepare(chunk), encode)
-                if not torch.isfinite(out).all():
-                    out = self._retry_in_fp32(chunk, encode)
-                outs.append(out.float())
+                try:
+                    outs.append(self._run_chunk(chunk, encode))
+                    continue
+                except OUT_OF_MEMORY:
+                    pass  # retried outside the except block, whose traceback would keep the tensors alive
+                outs.append(self._run_low_memory(chunk, encode, pixel_count))
         # Concatenated outside inference_mode: callers get ordinary tensors they may modify in place.
         return torch.cat(outs).contiguous()
+
+    def _run_chunk(self, chunk: Tensor, encode: bool) -> Tensor:
+        out = self._forward(self._prepare(chunk), encode)
+        if not torch.isfinite(out).all():
+            out = self._retry_in_fp32(chunk, encode)
+        return out.float()
+
+    def _run_low_memory(self, chunk: Tensor, encode: bool, pixel_count: int) -> Tensor:
+        """After an out-of-memory error: free the cache, then one sample at a time (kl: in half-size tiles)."""
+        step = "encode" if encode else "decode"
+        if not self._warned_memory:
+            log.warning("VAE %s ran out of GPU memory at batch %d; retrying one frame at a time%s", step,
+                        len(chunk), " in tiles" if self.kind == "kl" else "")
+            self._warned_memory = True
+        torch.cuda.empty_cache()  # a no-op unless CUDA was initialised
+        self._set_tiling(pixel_count, tile_size=max(self.tile_size // 2, 8 * self.downscale))
+        try:
+            return torch.cat([self._run_chunk(one, encode) for one in chunk.split(1)])
+        except OUT_OF_MEMORY:
+            pass  # raised outside the except block, whose traceback would keep the tensors alive
+        finally:
+            self._set_tiling(pixel_count)
+        torch.cuda.empty_cache()
+        raise VaeOutOfMemoryError(f"the GPU ran out of memory in VAE {step} even one frame at a time: hold the "
+                                  f"frame and retry when ComfyUI or other programs free GPU memory")
 
     def _prepare(self, chunk: Tensor) -> Tensor:
         return chunk.to(device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)

@@ -1,4 +1,4 @@
-"""vae_runtime: device and dtype choice, out-of-memory recovery, the float32 retry's weights.
+"""vae_runtime: device and dtype choice, out-of-memory recovery.
 
 CUDA is faked by patching torch.cuda's query functions, so these run on a CPU-only torch.
 """
@@ -80,3 +80,83 @@ def test_loading_a_vae_on_cuda_with_a_cpu_only_torch_fails_before_reading_weight
 
     with pytest.raises(ValueError, match="built without CUDA"):
         LatentEncoder.load("kl", source=str(tmp_path / "not_read.safetensors"), device="cuda")
+
+
+def fail_batches_over(module, limit, failures):
+    """Make ``module`` raise CUDA's out-of-memory error for batches above ``limit`` (``failures`` times)."""
+    seen = []
+
+    def hook(_module, args):
+        seen.append(tuple(args[0].shape))
+        if args[0].shape[0] > limit and failures[0] > 0:
+            failures[0] -= 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (fake)")
+
+    module.register_forward_pre_hook(hook)
+    return seen
+
+
+def test_out_of_memory_in_a_tiny_decode_is_retried_one_frame_at_a_time(taesd_dir, monkeypatch, caplog):
+    from backend.interpolation.latent_encoder import LatentEncoder
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    encoder = LatentEncoder.load("tiny", source=str(taesd_dir), max_batch=4)
+    latents = torch.randn(3, 32, 4, 4, generator=torch.Generator().manual_seed(0))
+    expected = encoder.decode_to_uint8(latents)
+    seen = fail_batches_over(encoder.runner.model.decoder, limit=1, failures=[1])
+    with caplog.at_level("WARNING"):
+        frames = encoder.decode_to_uint8(latents)
+    assert (frames == expected).all() and emptied
+    assert [s[0] for s in seen] == [3, 1, 1, 1] and "out of GPU memory" in caplog.text
+    seen.clear()
+    encoder.decode_to_uint8(latents)  # memory may be back: the next call tries the whole batch again
+    assert [s[0] for s in seen] == [3]
+
+
+def test_out_of_memory_in_a_tiny_encode_is_retried_one_frame_at_a_time(taesd_dir):
+    from backend.interpolation.latent_encoder import LatentEncoder
+
+    encoder = LatentEncoder.load("tiny", source=str(taesd_dir))
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    expected = encoder.encode_pixels(pixels)
+    fail_batches_over(encoder.runner.model.encoder, limit=1, failures=[1])
+    torch.testing.assert_close(encoder.encode_pixels(pixels), expected)
+
+
+def test_out_of_memory_in_a_kl_decode_is_retried_per_frame_in_smaller_tiles(tiny_kl):
+    from backend.interpolation.latent_encoder import LatentEncoder
+
+    encoder = LatentEncoder.load("kl", source=str(tiny_kl[1]), tile_size=32)
+    tiled = LatentEncoder.load("kl", source=str(tiny_kl[1]), tile_threshold=0, tile_size=16, max_batch=1)
+    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(2))  # 32x32 pixels: untiled
+    seen = fail_batches_over(encoder.runner.model.decoder, limit=1, failures=[1])
+    frames = encoder.decode_to_uint8(latents)
+    # 16-pixel tiles are 8x8 latents at this model's 2x downscale: 3x3 overlapping tiles per frame.
+    assert seen[0] == (2, 4, 16, 16) and len(seen[1:]) == 18
+    assert all(s[0] == 1 and max(s[-2:]) <= 8 for s in seen[1:]) and seen[1] == (1, 4, 8, 8)
+    assert abs(frames.astype(int) - tiled.decode_to_uint8(latents).astype(int)).max() <= 1
+    assert not encoder.runner.model.use_tiling  # back to whole frames below the threshold
+
+
+def test_out_of_memory_that_persists_is_a_named_error_to_hold_the_frame(taesd_dir):
+    from backend.interpolation.latent_encoder import LatentEncoder, VaeOutOfMemoryError
+
+    encoder = LatentEncoder.load("tiny", source=str(taesd_dir))
+    fail_batches_over(encoder.runner.model.decoder, limit=0, failures=[99])
+    with pytest.raises(VaeOutOfMemoryError, match="hold the frame and retry"):
+        encoder.decode_to_uint8(torch.zeros(2, 32, 4, 4))
+
+
+def test_out_of_memory_moving_the_weights_back_after_a_release_is_the_same_named_error(taesd_dir, monkeypatch):
+    from backend.interpolation.latent_encoder import LatentEncoder, VaeOutOfMemoryError
+
+    encoder = LatentEncoder.load("tiny", source=str(taesd_dir))
+    encoder.runner._placed = False  # as after release() on CUDA
+
+    def no_room():
+        raise torch.OutOfMemoryError("CUDA out of memory (fake)")
+
+    monkeypatch.setattr(encoder.runner, "_place", no_room)
+    with pytest.raises(VaeOutOfMemoryError, match="moving the VAE back"):
+        encoder.decode_to_uint8(torch.zeros(1, 32, 4, 4))
