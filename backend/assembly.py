@@ -84,6 +84,7 @@ def build_source(config: Config) -> tuple[Any, Any]:
             raise UserError(str(exc)) from None
     start_image = load_start_image(keyframes.start_image, resolution)
     from backend.comfyui.client import ComfyClient, discover
+    from backend.comfyui.discovery import LIKELY_PORTS
     from backend.comfyui.keyframe import KeyframeGenerator
     from backend.comfyui.workflow import WorkflowError, load_workflow
 
@@ -111,9 +112,10 @@ def build_source(config: Config) -> tuple[Any, Any]:
     client, generator = connect(comfy.url)
     ready = _preflight(client, generator)
     if not ready:
-        # Only a hint: adopting whatever answers on 8188/8000-9000 would send every prompt to
+        # Only a hint: adopting whatever answers on 8188/8000-8010 would send every prompt to
         # another server for good when the configured ComfyUI is merely slow to start at login.
-        found = discover(comfy.url)
+        # Only the likely ports: this runs at every start, and at login ComfyUI is usually not up yet.
+        found = discover(comfy.url, ports=LIKELY_PORTS)
         if found and found.rstrip("/") != comfy.url.rstrip("/"):
             log.warning("no ComfyUI at %s yet, but one answers at %s; Reverie keeps waiting for %s "
                         "(set comfyui.url: %s to use the other one)", comfy.url, found, comfy.url, found)

@@ -53,7 +53,7 @@ def test_loopback_and_https_urls_are_not_warned_about(url, caplog):
 
 def test_a_configured_comfyui_down_at_start_is_waited_for_even_when_another_server_answers(tmp_path, caplog):
     configured = f"http://127.0.0.1:{_free_port(9100, 9200)}"
-    with FakeComfyUI(root=tmp_path / "server", port=_free_port(8000, 8100)):
+    with FakeComfyUI(root=tmp_path / "server", port=_free_port(8000, 8011)):
         with caplog.at_level(logging.WARNING):
             source, client = build_source(comfy_config(tmp_path, configured))
         try:
