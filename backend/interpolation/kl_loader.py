@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -29,15 +30,21 @@ NAME_HINTS = (("sdxl", "sdxl"), ("xl", "sdxl"), ("sd3", "sd3"), ("flux", "flux1"
               ("sd15", "sd1"), ("sd-vae", "sd1"), ("v1-5", "sd1"), ("vae-ft", "sd1"))
 
 
+# The parts of an AutoencoderKL, in the LDM and the diffusers layout alike. Other keys in a VAE file
+# are training bookkeeping (``model_ema.decay``, ``model_ema.num_updates``, ``loss.*``) and are dropped.
+VAE_PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+
+
 def read_vae_tensors(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
     """VAE tensors of a single-file VAE or a checkpoint, prefix stripped, plus the file's other keys.
 
     Raises ValueError for a file that is not a readable state dict.
     """
     try:
-        return _read_vae_tensors(path)
+        tensors, other_keys = _read_vae_tensors(path)
     except Exception as exc:  # safetensors and pickle raise their own error types for corrupt files
         raise ValueError(f"not a readable VAE file ({type(exc).__name__}: {str(exc)[:120]})") from exc
+    return {k: v for k, v in tensors.items() if k.startswith(VAE_PARTS) and isinstance(v, torch.Tensor)}, other_keys
 
 
 def _read_vae_tensors(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -156,10 +163,30 @@ def load_kl(source: VaeSource, family: str) -> tuple[torch.nn.Module, str, bool,
         raise ValueError(f"looks like a {hinted} VAE (by its name or checkpoint keys), not {family}")
     model = AutoencoderKL.from_single_file(tensors, config=str(CONFIG_DIR / family), local_files_only=True,
                                            **_quiet_kwargs(), **arch)
-    # diffusers loads converted weights with strict=False: prove every tensor found its place.
+    # diffusers loads converted weights with strict=False and leaves what it missed at random init.
     loaded = model.state_dict()
-    if len(loaded) != len(tensors) or any(p.is_meta for p in model.parameters()):
-        raise ValueError(f"{len(tensors)} VAE tensors in the file but the model has {len(loaded)}: incomplete VAE")
+    missing = uncovered(loaded, tensors)
+    if missing or any(p.is_meta for p in model.parameters()):
+        raise ValueError(f"{len(missing)} of the model's {len(loaded)} tensors are not in the file "
+                         f"(first: {(missing or ['meta parameters'])[0]}): incomplete VAE")
     if not torch.equal(loaded["decoder.conv_out.weight"], tensors["decoder.conv_out.weight"]):
         raise ValueError("decoder weights did not load from the file")
     return model.eval(), family, guessed, None
+
+
+def _fingerprint(tensor: torch.Tensor) -> tuple[int, float]:
+    # Layout conversion only renames and reshapes (attention 1x1 convs -> linear), so size and sum match.
+    return tensor.numel(), float(tensor.detach().reshape(-1).double().sum())
+
+
+def uncovered(loaded: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of model tensors whose values come from no file tensor (works across key layouts)."""
+    available = Counter(_fingerprint(t) for t in tensors.values())
+    missing = []
+    for name, tensor in loaded.items():
+        fingerprint = _fingerprint(tensor)
+        if available[fingerprint] > 0:
+            available[fingerprint] -= 1
+        else:
+            missing.append(name)
+    return missing
