@@ -147,7 +147,7 @@ def _is_loopback(host: str) -> bool:
 
 def _preflight(client: Any, generator: Any) -> bool:
     """True when ComfyUI accepted the workflow, False when it is not reachable (checked later)."""
-    from backend.comfyui.errors import ComfyUnavailable, WorkflowRejected
+    from backend.comfyui.errors import ComfyError, ComfyUnavailable, WorkflowRejected
 
     try:
         generator.preflight()
@@ -157,6 +157,10 @@ def _preflight(client: Any, generator: Any) -> bool:
     except WorkflowRejected as exc:
         client.close()
         raise UserError(_one_sentence(exc)) from None
+    except ComfyError as exc:   # an answer we did not expect (older server): not a reason to refuse to start
+        log.warning("could not check the workflow against ComfyUI at %s (%s); it is checked again before the "
+                    "first keyframe", client.url, exc)
+        return False
 
 
 def _comfy_source(config: Config, client: Any, generator: Any, start_image: Any, preflight_done: bool):

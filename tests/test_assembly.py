@@ -86,3 +86,15 @@ def test_an_img2img_workflow_without_load_image_is_refused_at_start(tmp_path):
         build_source(config)
     message = str(info.value)
     assert "no LoadImage node" in message and message.endswith("set comfyui.node_ids.image.") and "\n" not in message
+
+
+def test_an_old_server_without_the_models_route_starts_without_a_traceback(tmp_path, caplog):
+    with FakeComfyUI(root=tmp_path / "server") as fake:
+        fake.models_status = 404
+        with caplog.at_level(logging.WARNING):
+            source, client = build_source(comfy_config(tmp_path, fake.url))
+        try:
+            assert source.state == "connected"
+        finally:
+            source.close()
+    assert warnings_of(caplog) == []

@@ -20,8 +20,8 @@ import requests
 from PIL import Image
 
 from backend.comfyui.errors import (ComfyError, ComfyTimeout, ComfyUnavailable, ExecutionFailed,
-                                    ImagesNotReceived, Interrupted, JobLost, WorkflowRejected,
-                                    raise_for_history_status, rejection_from_body)
+                                    ImagesNotReceived, Interrupted, JobLost, UnexpectedAnswer,
+                                    WorkflowRejected, raise_for_history_status, rejection_from_body)
 from backend.comfyui.events import Disconnected, EventSocket, JobTracker
 from backend.comfyui.discovery import discover
 from backend.comfyui.images import MAX_IMAGE_BYTES, decode_image, encode_png
@@ -66,16 +66,17 @@ class ComfyClient:
             raise ComfyUnavailable(f"ComfyUI at {self.url} did not answer {method} {path}: {exc}") from exc
 
     def _get_json(self, path: str, expect: type = dict, **kwargs):
-        """GET and parse; ComfyError unless the answer is 200 with JSON of type `expect`."""
+        """GET and parse; UnexpectedAnswer unless the answer is 200 with JSON of type `expect`."""
         resp = self._request("GET", path, **kwargs)
         if resp.status_code != 200:
-            raise ComfyError(f"GET {path} answered HTTP {resp.status_code}")
+            raise UnexpectedAnswer(f"GET {path} answered HTTP {resp.status_code}", resp.status_code)
         try:
             data = resp.json()
         except ValueError as exc:
-            raise ComfyError(f"GET {path} did not answer JSON") from exc
+            raise UnexpectedAnswer(f"GET {path} did not answer JSON", resp.status_code) from exc
         if not isinstance(data, expect):
-            raise ComfyError(f"GET {path} answered {type(data).__name__}, expected {expect.__name__}")
+            raise UnexpectedAnswer(f"GET {path} answered {type(data).__name__}, expected {expect.__name__}",
+                                   resp.status_code)
         return data
 
     def _post(self, path: str, body: dict) -> None:
@@ -94,7 +95,21 @@ class ComfyClient:
 
     def checkpoints(self) -> list[str]:
         """Names in ComfyUI's models/checkpoints, as ckpt_name accepts them."""
-        return [str(n) for n in self._get_json("/models/checkpoints", expect=list)]
+        try:
+            return [str(n) for n in self._get_json("/models/checkpoints", expect=list)]
+        except UnexpectedAnswer as exc:
+            if exc.status != 404:
+                raise
+        # servers older than the /models routes: CheckpointLoaderSimple's ckpt_name choices
+        info = self.object_info("CheckpointLoaderSimple").get("CheckpointLoaderSimple")
+        spec = info.get("input", {}).get("required", {}).get("ckpt_name") if isinstance(info, dict) else None
+        choices = spec[0] if isinstance(spec, list) and spec else None
+        if choices == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
+            choices = spec[1].get("options")        # the newer combo format: ["COMBO", {"options": [...]}]
+        if not isinstance(choices, list):
+            raise UnexpectedAnswer("ComfyUI lists its checkpoints neither at /models/checkpoints nor in "
+                                   "CheckpointLoaderSimple's /object_info", 404)
+        return [str(n) for n in choices]
 
     def object_info(self, node_class: str | None = None) -> dict:
         """Node schemas: all (~0.5 MB) or one class ({} when the server lacks it)."""

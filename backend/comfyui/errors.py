@@ -20,6 +20,15 @@ class ComfyUnavailable(ComfyError):
     """No ComfyUI answers at the URL (refused, reset, DNS, HTTP timeout)."""
 
 
+class UnexpectedAnswer(ComfyError):
+    """An HTTP answer with an unexpected status or body (an older or a different server); `.status`
+    is the HTTP status code."""
+
+    def __init__(self, message: str, status: int):
+        self.status = status
+        super().__init__(message)
+
+
 class WorkflowRejected(ComfyError):
     """The server (or our preflight) refused the graph; `.lines` has one readable line per problem."""
 

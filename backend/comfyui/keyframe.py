@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from backend.comfyui.client import ComfyClient, ExecutionFailed, ImagesNotReceived, WorkflowRejected
+from backend.comfyui.errors import ComfyError, ComfyUnavailable
 from backend.comfyui.workflow import Workflow
 
 log = logging.getLogger(__name__)
@@ -54,19 +55,21 @@ class KeyframeGenerator:
         """Check the live server; raise WorkflowRejected naming every problem and the choices.
 
         Also picks the output node: SaveImageWebsocket when the server has it, else SaveImage.
-        Raises ComfyUnavailable when the server does not answer.
+        Raises ComfyUnavailable when the server does not answer. A check the server cannot answer
+        (an unexpected status or body: an older or different server) is skipped with a warning.
         """
-        info = self.client.object_info()
         problems: list[str] = []
-        for wf in (self.img2img, self.txt2img):
+        info = self._ask("the node classes, sampler and scheduler names", self.client.object_info)
+        known, info = info is not None, info or {}
+        for wf in (self.img2img, self.txt2img) if known else ():
             missing = sorted(wf.class_types() - set(info) - {"SaveImageWebsocket"})
             if missing:
                 problems.append(f"{wf.source}: ComfyUI has no node class {', '.join(missing)} "
                                 f"(install the custom nodes or change the workflow)")
         names = {wf.checkpoint() for wf in (self.img2img, self.txt2img) if "checkpoint" in wf.roles}
         wanted = {self.checkpoint} if self.checkpoint is not None and names else names - {None}
-        if wanted:
-            available = self.client.checkpoints()
+        available = self._ask("the checkpoint name", self.client.checkpoints) if wanted else None
+        if available is not None:
             for name in sorted(wanted - set(available)):
                 problems.append(f"checkpoint {name!r} is not in ComfyUI's models/checkpoints; available: "
                                 f"{', '.join(available) if available else 'none (put a .safetensors file there)'}")
@@ -78,9 +81,21 @@ class KeyframeGenerator:
                 problems.append(f"{key} {value!r} is not offered by this ComfyUI; available: {', '.join(choices)}")
         if problems:
             raise WorkflowRejected("ComfyUI cannot run Reverie's workflows as configured", problems)
+        # SaveImage when the node list is unknown: it works on every server
         has_ws = "SaveImageWebsocket" in info and self.websocket_output
         self.img2img, self.txt2img = (self._choose_output(wf, has_ws) for wf in (self.img2img, self.txt2img))
         self._checked = True
+
+    @staticmethod
+    def _ask(what: str, question):
+        """question() or, when the server answers something unexpected, None after a warning."""
+        try:
+            return question()
+        except ComfyUnavailable:
+            raise
+        except ComfyError as exc:
+            log.warning("could not check %s with this ComfyUI (%s); skipping that check", what, exc)
+            return None
 
     @staticmethod
     def _choose_output(wf: Workflow, has_websocket_node: bool) -> Workflow:

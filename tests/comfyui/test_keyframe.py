@@ -105,6 +105,23 @@ def test_preflight_reports_an_empty_checkpoint_folder(tmp_path, picture):
         client.close()
 
 
+def test_a_server_without_the_models_route_lists_checkpoints_from_object_info(fake, client):
+    fake.models_status = 404                 # servers older than GET /models/checkpoints
+    assert client.checkpoints() == fake.checkpoints
+    with pytest.raises(WorkflowRejected) as info:
+        _generator(client, checkpoint="missing.safetensors").preflight()
+    assert any("available: v1-5-pruned-emaonly.safetensors" in line for line in info.value.lines)
+
+
+def test_a_broken_checkpoint_list_skips_that_check_with_a_warning(fake, client, picture, caplog):
+    fake.models_status = 500
+    gen = _generator(client, checkpoint="v1-5-pruned-emaonly.safetensors")
+    with caplog.at_level("WARNING", logger="backend.comfyui.keyframe"):
+        gen.preflight()
+    assert "skipping that check" in caplog.text and "HTTP 500" in caplog.text
+    assert gen.generate_keyframe(picture, "sky", "", seed=1, denoise=0.5).image.size == picture.size
+
+
 def test_preflight_reports_unknown_node_classes(client):
     graph = load_workflow("builtin:img2img").graph
     graph["20"] = {"class_type": "ETN_Fancy", "inputs": {}}

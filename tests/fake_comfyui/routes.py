@@ -223,6 +223,8 @@ class _Handlers:
 
     async def models_folder(self, request):
         folder = request.match_info["folder"]
+        if folder == "checkpoints" and self.fake.models_status != 200:
+            return web.Response(status=self.fake.models_status)
         if folder == "checkpoints":
             return _json(list(self.fake.checkpoints))
         if folder in ("configs", "loras", "vae", "vae_approx", "upscale_models"):

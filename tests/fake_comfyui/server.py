@@ -10,7 +10,8 @@ Faults are plain attributes, settable at any time from the test thread:
   (seconds every WebSocket message of a job arrives after it was produced, i.e. after the
   /history write it follows: a freshly started real ComfyUI lags like that, up to ~1 s),
   truncate_next_view (next k GET /view send half the image, then the connection drops, as when
-  the server dies mid-download).
+  the server dies mid-download), models_status (HTTP status of GET /models/checkpoints: 404 like
+  servers older than the /models routes, 500 for a broken answer).
 Its input/output/temp folders live under `root` (a temp dir by default): see `file_counts()`.
 """
 
@@ -52,6 +53,7 @@ class FakeComfyUI:
         self.ws_lag = ws_lag
         self.output_fault: str | None = None
         self.truncate_next_view = 0
+        self.models_status = 200
         self._refusing = False
         self.history: dict[str, dict] = {}
         self.pending: list[Job] = []
