@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backend.assembly import (UserError, build_encoder, build_source, schedule_settings, seed_policy)
+from backend.assembly import (UserError, build_encoder, build_source, needs_vae, schedule_settings,
+                               seed_policy)
 from backend.config import Config, ConfigWatcher, with_overrides
 from backend.control import ControlFile, locate_control_file
 from backend.frame_writer import AtomicWriteError, FrameWriter, atomic_write_bytes
@@ -35,9 +36,12 @@ class Daemon:
     def __init__(self, config: Config, config_path: Path, shutdown: Any, *, overrides: dict | None = None):
         self.config, self.shutdown = config, shutdown
         self.overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-        self.watcher = ConfigWatcher(config_path, config)
+        # The command line's overrides stay in force across config edits (not reported as restarts).
+        self.watcher = ConfigWatcher(config_path, config, overrides=self.overrides)
         control_path = locate_control_file(config.control.file)
         self.control = ControlFile(control_path) if control_path else None
+        if self.control is not None:
+            self.control.poll()  # the baseline: clicks made while the VAE loads are applied, not swallowed
         display = config.display
         self.writer = FrameWriter(display.output_dir, png_compression=display.png_compression,
                                   ring_size=display.ring_size, history_keep=display.history_keep)
@@ -47,6 +51,7 @@ class Daemon:
         self.shown: dict[str, Any] = {}            # status fields of the frame on screen
         self.write_times: collections.deque[float] = collections.deque(maxlen=30)
         self.last_error = ""
+        self.unwritten = 0                          # frames in a row that could not be written
         self.status_ms = 0.0                        # cost of the last status write
         self.source: Any = None
         self.client: Any = None
@@ -72,8 +77,10 @@ class Daemon:
                 raise UserError(message) from None
             self._fail(f"{type(exc).__name__}: {exc}")
             raise
-        self._close()
+        # "stopped" first: a closing Windows console gives the process only a few seconds, and
+        # joining the keyframe thread can take up to 2 of them.
         self._status("stopped")
+        self._close()
         log.info("stopped after %d frames (%s)", self.shown.get("frame", -1) + 1,
                  self.shutdown.reason or "done")
         return 0
@@ -92,32 +99,38 @@ class Daemon:
     # -- the loop ------------------------------------------------------------------------------
     def _play(self, max_frames: int | None) -> None:
         stop = self.shutdown.stop
-        period = 1.0 / self.config.display.fps
+        period = self._period()
         deadline = time.monotonic()
         written, next_waiting_status, next_report = 0, 0.0, time.monotonic() + 30.0
+        frame = None  # a frame made but not shown yet (a control or edit arrived while it waited)
         while not stop.is_set() and (max_frames is None or written < max_frames):
             # Controls and config edits (cheap: a stat each, unless something changed).
             if self._poll_controls_and_config():
-                period, deadline = 1.0 / self.config.display.fps, time.monotonic()
+                period, deadline = self._period(), time.monotonic()
             if self.paused:
-                self._status("paused")
+                if time.monotonic() >= next_waiting_status:
+                    self._status("paused")
+                    next_waiting_status = time.monotonic() + 1.0
                 stop.wait(0.1)
                 continue
             # Keyframe -> encode -> slerp -> decode: the schedule does it, one frame per call.
-            frame = self.gen.next_frame(timeout=0.1, due=deadline)
+            if frame is None:
+                frame = self.gen.next_frame(timeout=0.1, due=deadline)
             if frame is None:  # the keyframe this frame needs is late: hold the picture
                 if time.monotonic() >= next_waiting_status:
                     waiting = "waiting_for_comfyui" if self.source.state == "unavailable" else "buffering"
                     self._status(waiting)
                     next_waiting_status = time.monotonic() + 0.25
                 continue
-            # Pace: show it at its deadline (an Event wait, so a stop request cuts it short),
-            # after using the time until then for the next frames' encode/decode.
+            # Pace: show it at its deadline, after using the time until then for the next frames'
+            # encode/decode. The wait is an Event wait in short slices, so a stop request cuts it
+            # short and a skin command is applied within ~0.25 s even at 0.1 fps.
             self.gen.prepare(until=deadline)
-            if stop.wait(max(0.0, deadline - time.monotonic())):
-                break
+            if not self._wait_until(deadline):
+                continue  # stopped, or a control/edit changed the cadence: the frame waits its turn
             # Write the frame and the status.
             self._show(frame)
+            frame = None
             written += 1
             deadline += period
             if deadline < time.monotonic():  # late: restart the cadence instead of bursting
@@ -125,19 +138,43 @@ class Daemon:
             if time.monotonic() >= next_report:
                 next_report = time.monotonic() + 30.0
                 self._report()
+                period = self._period()
+
+    def _wait_until(self, deadline: float, slice_s: float = 0.25) -> bool:
+        """Wait for the deadline; False when a stop or a control/config change cut the wait short."""
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self.shutdown.stop.wait(min(remaining, slice_s)):
+                return False
+            if remaining > slice_s and self._poll_controls_and_config():
+                return False
+        return not self.shutdown.stop.is_set()
+
+    def _period(self) -> float:
+        """Seconds per frame: the configured fps, capped at what decode + write sustain here."""
+        fps = self.config.display.fps
+        cap = getattr(self.gen, "fps_cap", None)
+        return 1.0 / min(fps, cap) if cap else 1.0 / fps
 
     def _show(self, frame: Any) -> None:
         started = time.perf_counter()
         try:
             ring = self.writer.write(frame.pixels, frame.index)
         except AtomicWriteError as exc:  # the previous frame stays up; say why in the status
-            log.warning("frame %d not written: %s", frame.index, exc)
+            self.unwritten += 1
+            if self.unwritten == 1 or self.unwritten % 100 == 0:  # not one log line per frame for days
+                log.warning("frame %d not written (%d in a row): %s", frame.index, self.unwritten, exc)
             self.last_error = f"frame not written: {exc}"
             self._status("live")
             return
+        if self.unwritten:
+            log.info("frames are written again after %d that could not be", self.unwritten)
+        self.unwritten = 0
         self.last_error = ""
         if frame.keyframe_image is not None and self.config.display.history_keep > 0:
-            self._keep_keyframe(frame)
+            try:
+                self._keep_keyframe(frame)
+            except OSError as exc:  # disk full, a viewer holding the old file: the show goes on
+                log.warning("keyframe %d not kept in history: %s", frame.segment, exc)
         self.write_times.append(time.monotonic())
         self.shown = dict(frame=frame.index, frame_kind=frame.kind, segment=frame.segment,
                           position=frame.position, segment_frames=frame.segment_frames,
@@ -147,8 +184,7 @@ class Daemon:
 
     def _keep_keyframe(self, frame: Any) -> None:
         """With frame history on, K_s as it went into the VAE: output/keyframes/keyframe_<s>.png."""
-        folder = self.writer.output_dir / "keyframes"
-        folder.mkdir(exist_ok=True)
+        folder = self.writer.output_dir / "keyframes"  # atomic_write_bytes (re)creates it
         buffer = io.BytesIO()
         frame.keyframe_image.save(buffer, format="PNG", compress_level=1)
         atomic_write_bytes(folder / f"keyframe_{frame.segment:06d}.png", buffer.getvalue())
@@ -201,7 +237,7 @@ class Daemon:
                 self.source.new_keyframe()
         new = self.watcher.poll()
         if new is not None:
-            self._apply(with_overrides(new, **self.overrides))
+            self._apply(new)
             restart = True
         return restart
 
@@ -222,6 +258,8 @@ class Daemon:
         self.gen.resume()
 
     def _apply(self, config: Config) -> None:
+        if self.encoder is None and needs_vae(config):
+            log.warning("config: VAE interpolation was off at start (no VAE loaded); restart Reverie to apply")
         self.config = config
         self.gen.update_settings(schedule_settings(config))
         self.writer.configure(png_compression=config.display.png_compression,

@@ -55,9 +55,9 @@ def _positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    overrides = dict(fps=args.fps, source=str(args.folder) if args.folder else args.source)
     try:
-        config = with_overrides(load_config(args.config), fps=args.fps,
-                                source=str(args.folder) if args.folder else args.source)
+        config = with_overrides(load_config(args.config), **overrides)
     except ConfigError as exc:
         say(str(exc))
         return 2
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         from backend.daemon import Daemon
         from backend.assembly import UserError
         try:
-            return Daemon(config, args.config, shutdown, overrides=dict(fps=args.fps)).run(args.max_frames)
+            return Daemon(config, args.config, shutdown, overrides=overrides).run(args.max_frames)
         except UserError as exc:
             log.error("%s", exc)
             return 2
@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a Ctrl-C before the handlers could take over (during imports)
         return 0
     finally:
+        for handler in logging.getLogger().handlers:  # the last lines reach the log before a closing
+            handler.flush()                            # console's handler lets Windows end the process
         shutdown.finished.set()
         shutdown.uninstall()
 

@@ -28,6 +28,9 @@ CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT = 5, 6
 EVENT_NAMES = {CTRL_C_EVENT: "Ctrl-C", CTRL_BREAK_EVENT: "Ctrl-Break", CTRL_CLOSE_EVENT: "console close",
                CTRL_LOGOFF_EVENT: "logoff", CTRL_SHUTDOWN_EVENT: "system shutdown"}
 _CLOSING = (CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT)
+# Seconds the close handler waits for the main loop. Windows ends a closing console's process about
+# 5 s after the event whatever the handler does; returning ends it at once.
+CLOSE_WAIT = 4.5
 
 
 class Shutdown:
@@ -69,7 +72,7 @@ class Shutdown:
         self.request(signal.Signals(number).name)
 
 
-def console_handler(shutdown: Shutdown, close_wait: float = 2.0) -> Callable[[int], int]:
+def console_handler(shutdown: Shutdown, close_wait: float = CLOSE_WAIT) -> Callable[[int], int]:
     """The HandlerRoutine logic: 1 = handled (do not run the next handler / default exit)."""
 
     def handle(event: int) -> int:
@@ -85,7 +88,7 @@ def console_handler(shutdown: Shutdown, close_wait: float = 2.0) -> Callable[[in
     return handle
 
 
-def install_console_handler(shutdown: Shutdown, kernel32: Any = None, *, close_wait: float = 2.0,
+def install_console_handler(shutdown: Shutdown, kernel32: Any = None, *, close_wait: float = CLOSE_WAIT,
                             routine_type: Any = None) -> Any:
     """Register the handler with kernel32.SetConsoleCtrlHandler; returns the ctypes callback,
     which the caller must keep referenced (a collected callback crashes the process)."""

@@ -1,0 +1,84 @@
+"""Skin commands through Control.ini, written the way Rainmeter writes it, against the daemon
+in-process: applied within about a second whatever the fps, and never swallowed at start."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from tests.reliability.conftest import DaemonRun, read_status, wait_until, write_config
+from tests.reliability.test_disk_faults import folder_config
+from tests.test_control import TEMPLATE, Skin
+
+
+def control_file(tmp_path: Path) -> Path:
+    path = tmp_path / "out" / "control.ini"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(TEMPLATE, path)
+    time.sleep(0.3)  # older than ControlFile's settle time, as a skin installed long ago
+    return path
+
+
+def test_a_pause_click_is_applied_within_a_second_even_at_a_frame_every_four_seconds(tmp_path, tiny_vae):
+    control = control_file(tmp_path)
+    config = folder_config(tmp_path, tiny_vae, display={"fps": 0.25, "history_keep": 0})
+    run = DaemonRun(config).start()
+    try:
+        wait_until(lambda: (read_status(tmp_path) or {}).get("frame", -1) >= 1, timeout=60, check=run.check)
+        time.sleep(0.5)  # well inside the 4 s wait for the next frame
+        clicked = time.monotonic()
+        Skin(control).click("pause")
+        wait_until(lambda: (read_status(tmp_path) or {}).get("state") == "paused", timeout=10,
+                   what="status paused", check=run.check)
+        assert time.monotonic() - clicked < 1.5
+    finally:
+        assert run.stop() == 0
+
+
+def test_a_click_made_while_the_daemon_is_still_starting_is_applied(tmp_path, tiny_vae):
+    control = control_file(tmp_path)
+    config = folder_config(tmp_path, tiny_vae, display={"fps": 10, "history_keep": 0})
+    # The click lands after the daemon was constructed and before its loop's first poll (while
+    # the VAE loads): it is a new command, not part of the baseline.
+    run = DaemonRun(config, prepare=lambda daemon: Skin(control).click("pause")).start()
+    try:
+        wait_until(lambda: (read_status(tmp_path) or {}).get("state") == "paused", timeout=60,
+                   what="status paused", check=run.check)
+    finally:
+        assert run.stop() == 0
+
+
+def test_a_keyframe_history_that_cannot_be_written_does_not_stop_the_show(tmp_path, tiny_vae, log_records):
+    config = folder_config(tmp_path, tiny_vae, display={"fps": 20, "history_keep": 5})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keyframes").write_bytes(b"a file where the keyframes folder should be")
+    run = DaemonRun(config).start()
+    try:
+        wait_until(lambda: (read_status(tmp_path) or {}).get("segment", -1) >= 2, timeout=60,
+                   what="three segments", check=run.check)
+    finally:
+        assert run.stop() == 0
+    assert any("not kept in history" in r.getMessage() for r in log_records)
+
+
+def test_command_line_overrides_stay_in_force_when_the_config_is_edited(tmp_path, tiny_vae, log_records):
+    from backend.config import load_config, with_overrides
+    from backend.daemon import Daemon
+    from backend.shutdown import Shutdown
+
+    config_path = write_config(tmp_path, tiny_vae, display={"fps": 20})
+    images = tmp_path / "images"
+    images.mkdir()
+    overrides = {"fps": 5.0, "source": str(images)}
+    daemon = Daemon(with_overrides(load_config(config_path), **overrides), config_path, Shutdown(),
+                    overrides=overrides)
+    time.sleep(0.05)
+    config_path.write_text(config_path.read_text().replace('"history_keep": 1000', '"history_keep": 7'))
+    deadline, new = time.monotonic() + 5, None
+    while new is None and time.monotonic() < deadline:
+        new = daemon.watcher.poll()
+        time.sleep(0.05)
+    assert new is not None and new.display.history_keep == 7
+    assert new.display.fps == 5.0 and new.keyframes.source == "folder" and new.keyframes.folder == images
+    assert "restart" not in "\n".join(r.getMessage() for r in log_records)
