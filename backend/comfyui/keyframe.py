@@ -6,9 +6,11 @@ checks the server before the first job: checkpoint name, sampler and scheduler n
 server's choices in the message), node classes present, and whether SaveImageWebsocket exists
 (preferred: it writes nothing to disk; otherwise outputs fall back to SaveImage under
 ComfyUI's output/reverie/ folder, which then grows by one PNG per keyframe). The same fallback
-is taken for the rest of the run when a job succeeds but its SaveImageWebsocket frames never
-arrive (a socket that stays silent, e.g. behind a proxy that drops WebSocket traffic): polling
-still sees every job finish, and only an image ComfyUI keeps on disk can then be fetched.
+is taken when a job succeeds but its SaveImageWebsocket frames never arrive (a socket that stays
+silent, e.g. behind a proxy that drops WebSocket traffic): polling still sees every job finish,
+and only an image ComfyUI keeps on disk can then be fetched. Every `websocket_retry_every`
+keyframes SaveImageWebsocket is tried again, and kept when its images arrive, so a socket that
+was only stalled for a while does not make the output folder grow for the rest of the run.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from backend.comfyui.workflow import Workflow
 log = logging.getLogger(__name__)
 
 UPLOAD_SLOTS = 3          # names reused round-robin: keyframe_0.png .. keyframe_2.png
+WEBSOCKET_RETRY_EVERY = 20  # keyframes made through SaveImage before SaveImageWebsocket is tried again
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,8 @@ class KeyframeGenerator:
     """Makes keyframes through a ComfyClient from an img2img and a txt2img workflow."""
 
     def __init__(self, client: ComfyClient, *, img2img: Workflow, txt2img: Workflow, checkpoint: str | None,
-                 steps: int, cfg: float, sampler: str, scheduler: str, width: int, height: int):
+                 steps: int, cfg: float, sampler: str, scheduler: str, width: int, height: int,
+                 websocket_retry_every: int = WEBSOCKET_RETRY_EVERY):
         self.client = client
         self.img2img, self.txt2img = img2img, txt2img
         self.checkpoint = checkpoint          # None: keep the workflow's own ckpt_name
@@ -49,7 +53,10 @@ class KeyframeGenerator:
         self.width, self.height = width, height
         self._slots = itertools.cycle(range(UPLOAD_SLOTS))
         self._checked = False
-        self.websocket_output = True          # False once SaveImageWebsocket images went missing
+        self.websocket_output = True          # False while SaveImageWebsocket images go missing
+        self.websocket_retry_every = websocket_retry_every
+        self._websocket_workflows: tuple[Workflow, Workflow] | None = None   # (img2img, txt2img), server has it
+        self._saved_since_switch = 0          # keyframes made through SaveImage since the last switch or try
 
     def preflight(self) -> None:
         """Check the live server; raise WorkflowRejected naming every problem and the choices.
@@ -84,6 +91,8 @@ class KeyframeGenerator:
         # SaveImage when the node list is unknown: it works on every server
         has_ws = "SaveImageWebsocket" in info and self.websocket_output
         self.img2img, self.txt2img = (self._choose_output(wf, has_ws) for wf in (self.img2img, self.txt2img))
+        if has_ws:
+            self._websocket_workflows = (self.img2img, self.txt2img)
         self._checked = True
 
     @staticmethod
@@ -110,28 +119,46 @@ class KeyframeGenerator:
         common = dict(positive=prompt, negative=negative, seed=seed, steps=self.steps, cfg=self.cfg,
                       sampler=self.sampler, scheduler=self.scheduler, checkpoint=self.checkpoint)
         if image is None:
-            workflow = self.txt2img
             patch = dict(width=self.width, height=self.height, denoise=1.0, **common)
         else:
-            workflow = self.img2img
             ref = self.client.upload_image(image.convert("RGB"), f"keyframe_{next(self._slots)}.png")
             patch = dict(image=ref, denoise=denoise, **common)
+        trying_websocket = (not self.websocket_output and self._websocket_workflows is not None
+                            and self._saved_since_switch >= self.websocket_retry_every)
+        workflows = self._websocket_workflows if trying_websocket else (self.img2img, self.txt2img)
+        workflow = workflows[1] if image is None else workflows[0]
         try:
             result = self.client.run_job(workflow.patch(**patch), output_node=workflow.output_node)
         except ImagesNotReceived as exc:
-            if not self.websocket_output:
+            if self.websocket_output:
+                self._stop_using_the_websocket_output(exc)
+            elif trying_websocket:
+                log.debug("SaveImageWebsocket images still go missing (%s); staying with SaveImage", exc)
+                self._saved_since_switch = 0
+            else:
                 raise
-            self._stop_using_the_websocket_output(exc)
             workflow = self.txt2img if image is None else self.img2img
             result = self.client.run_job(workflow.patch(**patch), output_node=workflow.output_node)
+        else:
+            if trying_websocket:
+                self._use_the_websocket_output_again()
+        if not self.websocket_output:
+            self._saved_since_switch += 1
         if not result.images:
             raise ExecutionFailed(f"prompt {result.prompt_id} produced no images at node {workflow.output_node}")
         return KeyframeResult(result.images[0], time.monotonic() - start, result.prompt_id)
 
     def _stop_using_the_websocket_output(self, exc: ImagesNotReceived) -> None:
-        """Switch both workflows to SaveImage for the rest of the run (logged once)."""
-        log.warning("%s; switching the keyframe output from SaveImageWebsocket to SaveImage for the rest of "
-                    "this run: images are fetched over HTTP, and ComfyUI's output/reverie/ folder now grows "
-                    "by one PNG per keyframe (restart Reverie once the WebSocket works again)", exc)
+        """Switch both workflows to SaveImage (logged once per switch)."""
+        log.warning("%s; switching the keyframe output from SaveImageWebsocket to SaveImage: images are "
+                    "fetched over HTTP, and ComfyUI's output/reverie/ folder grows by one PNG per keyframe "
+                    "until SaveImageWebsocket works again (tried every %d keyframes)", exc,
+                    self.websocket_retry_every)
         self.websocket_output = False
+        self._saved_since_switch = 0
         self.img2img, self.txt2img = (wf.with_save_output() for wf in (self.img2img, self.txt2img))
+
+    def _use_the_websocket_output_again(self) -> None:
+        log.info("SaveImageWebsocket images arrive again; keyframes no longer go to ComfyUI's output folder")
+        self.websocket_output = True
+        self.img2img, self.txt2img = self._websocket_workflows

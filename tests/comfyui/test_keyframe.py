@@ -68,6 +68,26 @@ def test_a_silent_socket_switches_the_output_to_save_image_once_and_keeps_delive
     assert gen.img2img.graph[gen.img2img.output_node]["class_type"] == "SaveImage"
 
 
+def test_the_websocket_output_is_tried_again_and_kept_once_its_images_arrive(fake, client, picture, caplog):
+    gen = _generator(client, websocket_retry_every=3)
+    fake.silent_socket = True
+    image = picture
+    with caplog.at_level("INFO", logger="backend.comfyui.keyframe"):
+        for seed in range(1, 5):        # 1: lost, switch; 2, 3: SaveImage; 4: the try is lost too
+            image = gen.generate_keyframe(image, "sky", "", seed=seed, denoise=0.5).image
+        assert not gen.websocket_output and fake.file_counts()["output"] == 4
+        fake.silent_socket = False      # the socket works again
+        for seed in range(5, 8):        # 5, 6: SaveImage; 7: the try works, and is kept
+            previous, image = image, gen.generate_keyframe(image, "sky", "", seed=seed, denoise=0.5).image
+        assert np.array_equal(np.asarray(image), fake_sample(previous, 7, 0.5))
+        assert gen.websocket_output and fake.file_counts()["output"] == 6
+        gen.generate_keyframe(image, "sky", "", seed=8, denoise=0.5)
+    assert fake.file_counts()["output"] == 6                  # back on SaveImageWebsocket: nothing on disk
+    back = [r for r in caplog.records if "arrive again" in r.getMessage()]
+    assert len(back) == 1 and back[0].levelname == "INFO"
+    assert sum(1 for r in caplog.records if r.levelname == "WARNING") == 1
+
+
 def test_a_server_restart_is_a_lost_job_not_a_reason_to_leave_the_websocket_output(fake, client, picture):
     from backend.comfyui.client import ImagesNotReceived, JobLost
 
