@@ -46,3 +46,12 @@ def tiny_kl(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_kl")
     model.save_pretrained(folder)
     return model, folder
+
+
+@pytest.fixture(scope="session")
+def tiny_kl16():
+    """A tiny random 16-channel AutoencoderKL without quant convs, shaped like the SD3 and FLUX.1 VAEs."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(1)
+    return AutoencoderKL(**{**TINY_KL, "latent_channels": 16}, use_quant_conv=False, use_post_quant_conv=False).eval()

@@ -255,3 +255,38 @@ def test_release_leaves_the_encoder_usable(tiny_kl):
     encoder = LatentEncoder.load("kl", source=str(tiny_kl[1]))
     encoder.release()
     assert encoder.encode_pixels(pixels(1)).shape == (1, 4, 16, 24)
+
+
+@pytest.mark.parametrize("name, family, expected, scale, shift", [
+    ("ae.safetensors", "auto", "flux1", 0.3611, 0.1159),         # the FLUX.1 VAE's usual file name
+    ("sd3_vae.safetensors", "auto", "sd3", 1.5305, 0.0609),
+    ("mystery16.safetensors", "sd3", "sd3", 1.5305, 0.0609),
+])
+def test_a_sixteen_channel_single_file_vae_applies_its_family_shift_and_scale(tiny_kl16, tmp_path, name, family,
+                                                                              expected, scale, shift):
+    save_file(to_ldm(tiny_kl16.state_dict(), num_blocks=2), str(tmp_path / name))
+    encoder = LatentEncoder.load("kl", source=str(tmp_path / name), family=family)
+    assert (encoder.family, encoder.latent_channels, encoder.scale, encoder.shift) == (expected, 16, scale, shift)
+    x = pixels(2)
+    latents = encoder.encode_pixels(x)
+    assert latents.shape == (2, 16, 16, 24)
+    torch.testing.assert_close(latents, (direct_encode(tiny_kl16, x) - shift) * scale, rtol=1e-5, atol=1e-5)
+    scaled = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected_pixels = ((tiny_kl16.decode(scaled / scale + shift).sample + 1) / 2).clamp(0, 1)
+    ref = (expected_pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.abs(encoder.decode_to_uint8(scaled).astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_a_sixteen_channel_diffusers_folder_is_named_by_its_config_scaling(tiny_kl16, tmp_path):
+    from diffusers import AutoencoderKL
+
+    config = {k: v for k, v in tiny_kl16.config.items() if not k.startswith("_")}
+    model = AutoencoderKL(**{**config, "scaling_factor": 0.3611, "shift_factor": 0.1159})
+    model.load_state_dict(tiny_kl16.state_dict())
+    model.save_pretrained(tmp_path / "flux_vae")
+    encoder = LatentEncoder.load("kl", source=str(tmp_path / "flux_vae"))
+    assert (encoder.family, encoder.shift) == ("flux1", 0.1159)
+    x = pixels(1)
+    torch.testing.assert_close(encoder.encode_pixels(x), (direct_encode(tiny_kl16, x) - 0.1159) * 0.3611,
+                               rtol=1e-5, atol=1e-5)
