@@ -16,8 +16,6 @@ from pathlib import Path
 
 from backend.config import Config
 
-CUDA_INSTALL = "pip install torch --index-url https://download.pytorch.org/whl/cu124"
-
 
 def _line(mark: str, text: str) -> None:
     stream = sys.stdout or sys.stderr
@@ -44,13 +42,21 @@ class Report:
 def check_torch(report: Report) -> None:
     import torch
 
+    from backend.interpolation.vae_runtime import CUDA_INSTALL
+
     if torch.cuda.is_available():
         report.ok(f"torch {torch.__version__} sees CUDA: {torch.cuda.get_device_name(0)}")
         return
     nvidia = shutil.which("nvidia-smi") is not None
+    if torch.version.cuda is not None:  # a CUDA build that finds no usable GPU: the driver, not torch
+        message = (f"torch {torch.__version__} is a CUDA {torch.version.cuda} build but finds no usable GPU; "
+                   "update the NVIDIA driver (nvidia-smi must list the GPU)")
+        report.fail(message) if nvidia else report.warn(message + " (no NVIDIA GPU found: on a CPU use "
+                                                                  "vae.kind: tiny and a low fps)")
+        return
     if sys.platform in ("win32", "linux"):
         message = (f"torch {torch.__version__} cannot use CUDA (a CPU-only build); for an NVIDIA GPU run: "
-                   f"{CUDA_INSTALL}")
+                   f"{CUDA_INSTALL} (or the line pytorch.org gives for your CUDA version)")
         if nvidia:
             report.fail(message)
         else:
