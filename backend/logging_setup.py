@@ -1,16 +1,18 @@
 """Logging to the console (when there is one) and to a rotating log file.
 
-Works under `pythonw` too, where `sys.stdout` and `sys.stderr` are None: the console handler is
-then left out and only the file is written. Called once by main after the config is valid, so
-a bad config writes nothing (not even a log file).
+Works under `pythonw` too, where `sys.stdout` and `sys.stderr` are None: main points them at
+os.devnull, the console handler is left out and only the file is written. Called once by main
+after the config is valid, so a bad config writes nothing (not even a log file).
 """
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
 _OURS = "_reverie_handler"
@@ -24,7 +26,7 @@ def setup_logging(level: str = "INFO", file: Path | None = None, *, max_bytes: i
         root.removeHandler(handler)
         handler.close()
     handlers: list[logging.Handler] = []
-    if console and sys.stderr is not None:
+    if console and has_console():
         handlers.append(logging.StreamHandler(sys.stderr))
     if file is not None:
         Path(file).parent.mkdir(parents=True, exist_ok=True)
@@ -42,12 +44,42 @@ def setup_logging(level: str = "INFO", file: Path | None = None, *, max_bytes: i
     return handlers
 
 
-def say(message: str) -> None:
-    """One line for the user on stderr, silently dropped when there is no console (pythonw)."""
-    stream = sys.stderr
-    if stream is not None:
+def adopt_missing_streams() -> bool:
+    """Under pythonw `sys.stdout`/`sys.stderr` are None, and a library that prints (a download
+    progress bar) would crash on them: point them at os.devnull. True when there was no console."""
+    missing = sys.stderr is None
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+            stream._reverie_no_console = True  # type: ignore[attr-defined]
+            setattr(sys, name, stream)
+    return missing
+
+
+def has_console() -> bool:
+    return sys.stderr is not None and not getattr(sys.stderr, "_reverie_no_console", False)
+
+
+def say(message: str, *, show_box: Callable[[str], None] | None = None) -> None:
+    """One line for the user on stderr. Without a console (pythonw) a Windows message box says it
+    instead, since nobody would ever see the line; elsewhere it is dropped. `show_box`: test seam."""
+    if has_console():
         try:
-            stream.write(message + "\n")
-            stream.flush()
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
         except (OSError, ValueError):
             pass
+        return
+    box = show_box or (_windows_message_box if sys.platform == "win32" else None)
+    if box is not None:
+        try:
+            box(message)
+        except Exception:  # noqa: BLE001 - no desktop (a service session): nothing more we can do
+            pass
+
+
+def _windows_message_box(message: str) -> None:
+    import ctypes
+
+    MB_ICONERROR, MB_TOPMOST = 0x10, 0x40000
+    ctypes.windll.user32.MessageBoxW(None, message, "Reverie", MB_ICONERROR | MB_TOPMOST)  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ import os  # noqa: E402
 
 from backend import __version__  # noqa: E402
 from backend.config import ConfigError, load_config, with_overrides  # noqa: E402
-from backend.logging_setup import say, setup_logging  # noqa: E402
+from backend.logging_setup import adopt_missing_streams, say, setup_logging  # noqa: E402
 from backend.shutdown import Shutdown  # noqa: E402
 
 log = logging.getLogger("backend.main")
@@ -54,6 +54,7 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    adopt_missing_streams()
     args = parse_args(argv)
     overrides = dict(fps=args.fps, source=str(args.folder) if args.folder else args.source)
     try:
