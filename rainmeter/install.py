@@ -8,7 +8,8 @@ The skin cannot know where the project lives, so the installed @Resources\Variab
 place that says it: OutputDir (display.output_dir from config.yaml), ConfigFile, ProjectDir and
 PythonExe are rewritten there; every other setting in it is kept on a re-install. The daemon finds
 the skin's Control.ini by itself (backend.control.locate_control_file), so config.yaml is never
-edited. A Control.ini already installed is kept (its counters must not go back).
+edited. A Control.ini already installed is kept (its counters must not go back). The output
+folder is created, with a status.txt saying "stopped" when there is none (no WebParser errors).
 """
 
 from __future__ import annotations
@@ -80,6 +81,18 @@ def output_dir_from_config(config: Path) -> Path:
         return (config.parent / "output").resolve()
 
 
+def ensure_status_file(output_dir: Path) -> Path:
+    """Create output_dir and a status.txt saying "stopped" (the daemon's own format, every key)
+    unless one exists: the skin reads status.txt 10 times a second, and WebParser logs a
+    "Fetch error" for every read of a missing file."""
+    from backend.status import format_txt, new_status  # imports numpy/PIL: only when installing
+    status = output_dir / "status.txt"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if not status.exists():
+        status.write_bytes(format_txt(new_status(state="stopped")).encode("utf-8"))
+    return status
+
+
 def python_for_skin(python: Path) -> Path:
     """pythonw.exe beside python.exe when there is one (starts the daemon without a console)."""
     windowed = python.with_name("pythonw.exe")
@@ -104,8 +117,10 @@ def install(skins_dir: Path, *, config: Path, output_dir: Path | None = None, py
         if old_vars_bytes is not None:
             old_vars.write_bytes(old_vars_bytes)  # the user's size/fade settings survive a re-install
     config = config.resolve()
+    output_dir = output_dir.resolve() if output_dir else output_dir_from_config(config)
+    ensure_status_file(output_dir)
     values = {
-        "OutputDir": with_sep(output_dir.resolve() if output_dir else output_dir_from_config(config)),
+        "OutputDir": with_sep(output_dir),
         "ConfigFile": str(config),
         "ProjectDir": with_sep(PROJECT),
         "PythonExe": str(python_for_skin(python or Path(sys.executable))),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zipfile
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from backend.control import ControlFile, parse_ini
+from backend.status import STATUS_KEYS
 from rainmeter import install as installer
 from rainmeter.build_rmskin import build
 from tests.rainmeter.conftest import REPO, Daemon, Installed, SIZE
@@ -62,6 +64,23 @@ def test_a_non_ascii_path_makes_variables_inc_utf16le(installed: Installed, tmp_
     data = (installed.skin_dir / "@Resources" / "Variables.inc").read_bytes()
     assert data.startswith(b"\xff\xfe")
     assert variables(installed.skin_dir)["outputdir"] == str(output) + "/"
+
+
+def test_install_creates_the_output_folder_with_a_stopped_status_txt(tmp_path: Path) -> None:
+    """No status.txt would mean a WebParser "Fetch error" in the log 10 times a second."""
+    output = tmp_path / "not" / "yet" / "there"
+    skin_dir = installer.install(tmp_path / "Skins", config=REPO / "config.yaml", output_dir=output)
+    text = (output / "status.txt").read_bytes().decode("utf-8")
+    assert [line.split("=", 1)[0] for line in text.splitlines()] == list(STATUS_KEYS)
+    match = re.search(load_skin(skin_dir / "Reverie.ini", tmp_path / "Skins").get("MeasureStatus", "RegExp"), text)
+    assert match is not None and match.group(1) == "stopped" and match.group(6) == ""
+    # the daemon's own file is never replaced, and --paths-only (after an .rmskin) creates it too
+    (output / "status.txt").write_text("state=live\n")
+    installer.install(tmp_path / "Skins", config=REPO / "config.yaml", output_dir=output, paths_only=True)
+    assert (output / "status.txt").read_text() == "state=live\n"
+    other = tmp_path / "other"
+    installer.install(tmp_path / "Skins", config=REPO / "config.yaml", output_dir=other, paths_only=True)
+    assert (other / "status.txt").is_file()
 
 
 def test_paths_only_needs_an_installed_skin(tmp_path: Path) -> None:
