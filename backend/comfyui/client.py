@@ -56,6 +56,7 @@ class ComfyClient:
         self._ws: EventSocket | None = None
         self._job_lock = threading.Lock()
         self._closing = threading.Event()
+        self._abandoned: set[str] = set()           # our prompts given up on while the server was away
 
     # -- plain HTTP ------------------------------------------------------------------------------
     def _request(self, method: str, path: str, **kwargs) -> requests.Response:
@@ -187,6 +188,7 @@ class ComfyClient:
             ws_nodes = {n for n, node in graph.items() if isinstance(node, dict)
                         and node.get("class_type") == "SaveImageWebsocket" and (output_node in (None, n))}
             self._fresh_ws()
+            self._discard_abandoned()
             prompt_id = self._queue(graph)
             try:
                 tracker = JobTracker(prompt_id, ws_nodes)
@@ -268,9 +270,10 @@ class ComfyClient:
                 time.sleep(0.05 * (attempt + 1))
         return None
 
-    def _discard(self, prompt_id: str, wait: float = 2.0) -> None:
-        """Cancel a prompt we will not use and delete its history once it has left the queue."""
-        deadline = time.monotonic() + wait
+    def _discard(self, prompt_id: str, wait: float | None = None) -> bool:
+        """Cancel a prompt we will not use and delete its history once it has left the queue
+        (waiting at most `wait` seconds, default request_timeout). False: the server was not reached."""
+        deadline = time.monotonic() + (self.request_timeout if wait is None else wait)
         try:
             self.interrupt(prompt_id)
             while time.monotonic() < deadline:
@@ -281,8 +284,21 @@ class ComfyClient:
                     break
                 time.sleep(0.05)
         except ComfyError:
-            return
+            return False
         self._forget(prompt_id)
+        return True
+
+    def _abandon(self, prompt_id: str) -> None:
+        """Give up on a prompt while the server does not answer: discard it now if it can be
+        reached, else before the next job, so a server that comes back does not run it beside the
+        resubmitted one."""
+        if not self._discard(prompt_id):
+            self._abandoned.add(prompt_id)
+
+    def _discard_abandoned(self) -> None:
+        for prompt_id in sorted(self._abandoned):
+            if self._discard(prompt_id):
+                self._abandoned.discard(prompt_id)
 
     def _forget(self, prompt_id: str) -> None:
         """Delete our history entry (best effort: the server may be gone)."""

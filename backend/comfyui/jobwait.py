@@ -64,6 +64,7 @@ def wait_for_job(client, tracker: JobTracker, deadline: float) -> None:
         except ComfyUnavailable:
             unreachable_since = unreachable_since or time.monotonic()
             if time.monotonic() - unreachable_since > client.unavailable_grace:
+                client._abandon(prompt_id)        # or, when it comes back, it still runs our old job
                 raise
             continue
         unreachable_since = None

@@ -147,6 +147,38 @@ def test_refused_connections_raise_unavailable_then_recover(fake, client, pictur
     assert len(client.run(invert_graph(ref))) == 1
 
 
+def test_a_job_given_up_while_the_server_was_away_is_discarded_when_it_returns(fake, picture):
+    client = ComfyClient(fake.url, request_timeout=2.0, job_timeout=20.0, poll_interval=0.1,
+                         unavailable_grace=0.5)
+    ref = client.upload_image(picture, "in.png")
+    fake.latency = 4.0
+    errors = []
+    worker = threading.Thread(target=lambda: _catch(errors, client.run, invert_graph(ref)))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while fake.running is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    old_job = fake.running.prompt_id
+    fake.refuse_connections = True          # unreachable, but the job keeps running on the server
+    worker.join(timeout=10)
+    assert errors and isinstance(errors[0], ComfyUnavailable)
+    fake.refuse_connections = False
+    assert fake.running is not None and fake.running.prompt_id == old_job
+    started = time.monotonic()
+    fake.latency = 0.0
+    assert len(client.run(invert_graph(ref))) == 1
+    assert time.monotonic() - started < 3.0               # did not wait behind the old 4 s job
+    assert old_job not in fake.history and fake.peak_queue == 1
+    client.close()
+
+
+def _catch(errors: list, call, *args) -> None:
+    try:
+        call(*args)
+    except Exception as exc:    # the test thread inspects it
+        errors.append(exc)
+
+
 def test_job_timeout_interrupts_our_prompt(fake, picture):
     client = ComfyClient(fake.url, job_timeout=0.5, poll_interval=0.2)
     ref = client.upload_image(picture, "in.png")
