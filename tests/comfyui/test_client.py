@@ -179,6 +179,13 @@ def _catch(errors: list, call, *args) -> None:
         errors.append(exc)
 
 
+def test_free_asks_the_server_to_unload_models_and_the_fake_records_it(fake, client):
+    assert fake.free_calls == []
+    client.free()
+    client.free()
+    assert fake.free_calls == [{"unload_models": True, "free_memory": True}] * 2
+
+
 def test_job_timeout_interrupts_our_prompt(fake, picture):
     client = ComfyClient(fake.url, job_timeout=0.5, poll_interval=0.2)
     ref = client.upload_image(picture, "in.png")

@@ -150,6 +150,7 @@ class _Handlers:
         return web.Response(status=200)
 
     async def free(self, request):
+        self.fake.free_calls.append(await _body(request))
         return web.Response(status=200)
 
     async def get_history(self, request):

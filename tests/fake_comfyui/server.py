@@ -12,7 +12,9 @@ Faults are plain attributes, settable at any time from the test thread:
   truncate_next_view (next k GET /view send half the image, then the connection drops, as when
   the server dies mid-download), models_status (HTTP status of GET /models/checkpoints: 404 like
   servers older than the /models routes, 500 for a broken answer).
-Its input/output/temp folders live under `root` (a temp dir by default): see `file_counts()`.
+Records: `free_calls` (the JSON body of every POST /free, in order; {} for an empty or non-JSON
+body) and `peak_queue`. Its input/output/temp folders live under `root` (a temp dir by default):
+see `file_counts()`.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class FakeComfyUI:
         self.interrupt_requested = False
         self._number = 0
         self.peak_queue = 0            # most prompts queued + running at once (one-job-in-flight tests)
+        self.free_calls: list[dict] = []   # body of each POST /free, in order (e.g. pausing frees VRAM)
         self._temp_tag = "".join(random.choices(string.ascii_lowercase, k=5))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
