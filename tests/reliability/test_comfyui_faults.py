@@ -92,13 +92,14 @@ def test_keyframes_slower_than_playback_hold_the_display_and_count_stalls(tmp_pa
 
 
 def test_auto_interpolation_frames_follow_slow_keyframes_so_stalls_stop(tmp_path, tiny_vae):
-    with FakeComfyUI(latency=0.6) as fake:
-        config = write_config(tmp_path, tiny_vae, fake.url, display={"fps": 20, "history_keep": 0},
+    with FakeComfyUI(latency=2.0) as fake:
+        config = write_config(tmp_path, tiny_vae, fake.url, display={"fps": 10, "history_keep": 0},
                               generation={"resolution": [64, 64], "hybrid": {"interpolation_frames": "auto"}})
         run = DaemonRun(config).start()
         try:
-            # auto N: a segment of N+1 frames lasts >= latency * 1.25 -> N+1 >= 0.6 * 1.25 * 20 = 15
-            wait_until(lambda: (read_status(tmp_path) or {}).get("segment_frames", 0) >= 15, timeout=120,
+            # Before any latency is measured auto plays one second per segment (N+1 = 10 frames at
+            # 10 fps). Then a segment of N+1 frames must last >= latency * 1.25: N+1 >= 2.0*1.25*10 = 25.
+            wait_until(lambda: (read_status(tmp_path) or {}).get("segment_frames", 0) >= 25, timeout=120,
                        what="N to adapt", check=run.check)
             settled = read_status(tmp_path)
             wait_until(lambda: (read_status(tmp_path) or {}).get("segment", 0) >= settled["segment"] + 2,
