@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from backend.comfyui.errors import ComfyError, ComfyUnavailable, WorkflowRejected
+from backend.comfyui.errors import ComfyError, ComfyUnavailable, Interrupted, WorkflowRejected
 from backend.comfyui.workflow import WorkflowError
 from backend.images import fit_cover
 
@@ -80,7 +80,8 @@ class ComfyUISource:
     """K_0 = the start image (or txt2img when none); K_{n+1} = img2img(K_n) via ComfyUI.
 
     A failed keyframe is retried with a new seed `attempts` times and then skipped (the previous
-    image is reused, so the dream holds still for one segment): never fatal. While ComfyUI is
+    image is reused, so the dream holds still for one segment): never fatal. A job interrupted
+    from ComfyUI's own UI is a cancellation: made again with the same seed, not counted. While ComfyUI is
     unreachable `state` is "unavailable" and the source retries with backoff (0.5 s doubling to
     `max_backoff`) until it is back. `generator` is a backend.comfyui KeyframeGenerator.
     """
@@ -145,6 +146,14 @@ class ComfyUISource:
                 if self._closed.wait(backoff):
                     return None
                 backoff = min(self.max_backoff, backoff * 2)
+                continue
+            except Interrupted:
+                if self._closed.is_set():  # our own shutdown interrupted the job
+                    return None
+                # stopped from ComfyUI's own UI: a cancellation, not a failure; the same keyframe again
+                log.info("the keyframe job was interrupted in ComfyUI; making it again")
+                if self._closed.wait(0.5):
+                    return None
                 continue
             except WorkflowRejected as exc:
                 if not self._preflight_done:

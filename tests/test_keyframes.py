@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.comfyui.errors import ComfyUnavailable, ExecutionFailed, WorkflowRejected
+from backend.comfyui.errors import ComfyUnavailable, ExecutionFailed, Interrupted, WorkflowRejected
 from backend.comfyui.workflow import WorkflowError
 from backend.keyframes import (ComfyUISource, FolderSource, KeyframeSourceError, PromptRotation,
                                SeedPolicy)
@@ -118,6 +118,17 @@ def test_a_keyframe_failing_every_attempt_is_skipped_not_fatal():
     keyframe = src.next_keyframe(previous)
     assert keyframe.origin == "skipped" and keyframe.image is previous and not keyframe.generated
     assert "bad" in src.last_error
+
+
+def test_a_job_interrupted_in_comfyuis_ui_is_made_again_with_the_same_seed_not_counted(caplog):
+    gen = ScriptedGenerator([Interrupted("ComfyUI interrupted prompt x")] * 3)
+    src = source(gen, attempts=2, seed=SeedPolicy("fixed", 7))
+    with caplog.at_level("INFO", logger="backend.keyframes"):
+        keyframe = src.next_keyframe(image())
+    assert keyframe.generated and keyframe.origin == "img2img" and keyframe.seed == 7
+    assert [call["seed"] for call in gen.calls] == [7, 7, 7, 7] and src.last_error == ""
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "interrupted in ComfyUI" in caplog.text
 
 
 def test_an_unexpected_error_is_a_failed_attempt_with_its_traceback_logged_once(caplog):
