@@ -85,11 +85,19 @@ class ModelRunner:
         self.tile_size = tile_size  # tile edge in pixels
         self._placed = False
         self._warned_memory = False  # the low-memory retry is logged once per run
+        # The float32 retry after NaN/inf needs the original weights: upcasting half ones keeps their
+        # rounding. Kept on the CPU (4 bytes per weight, ~335 MB for an SD VAE) while running in half.
+        self._fp32_weights = None
+        if dtype != torch.float32 and next(model.parameters()).dtype == torch.float32:
+            self._fp32_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         self._place()
 
     def _place(self) -> None:
         if next(self.model.parameters()).dtype != self.dtype:  # diffusers warns on every .to(dtype=...)
             self.model.to(dtype=self.dtype)
+            if self.dtype == torch.float32 and self._fp32_weights is not None:
+                self.model.load_state_dict(self._fp32_weights)
+                self._fp32_weights = None
         self.model.to(device=self.device, memory_format=torch.channels_last)
         self._placed = True
 

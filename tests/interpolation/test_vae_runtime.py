@@ -1,4 +1,4 @@
-"""vae_runtime: device and dtype choice, out-of-memory recovery.
+"""vae_runtime: device and dtype choice, out-of-memory recovery, the float32 retry's weights.
 
 CUDA is faked by patching torch.cuda's query functions, so these run on a CPU-only torch.
 """
@@ -160,3 +160,25 @@ def test_out_of_memory_moving_the_weights_back_after_a_release_is_the_same_named
     monkeypatch.setattr(encoder.runner, "_place", no_room)
     with pytest.raises(VaeOutOfMemoryError, match="moving the VAE back"):
         encoder.decode_to_uint8(torch.zeros(1, 32, 4, 4))
+
+
+def test_the_float32_retry_runs_on_the_original_weights_not_upcast_half_ones(tiny_kl, caplog):
+    from backend.interpolation.latent_encoder import LatentEncoder
+
+    model, folder = tiny_kl
+    encoder = LatentEncoder.load("kl", source=str(folder), dtype="fp16")
+    assert encoder.runner.model.decoder.conv_out.weight.dtype == torch.float16
+    with caplog.at_level("WARNING"):  # 1e5 is past float16's 65504: inf in half, fine in float32
+        encoder.decode_to_uint8(torch.full((1, 4, 8, 8), 1e5))
+    assert encoder.dtype == torch.float32 and "switching to float32" in caplog.text
+    original = model.state_dict()
+    retried = encoder.runner.model.state_dict()
+    assert retried.keys() == original.keys()
+    assert all(torch.equal(retried[k], original[k]) for k in original)
+
+
+def test_the_original_weights_are_kept_only_while_running_in_half_precision(tiny_kl):
+    from backend.interpolation.latent_encoder import LatentEncoder
+
+    assert LatentEncoder.load("kl", source=str(tiny_kl[1])).runner._fp32_weights is None
+    assert LatentEncoder.load("kl", source=str(tiny_kl[1]), dtype="bf16").runner._fp32_weights is not None
