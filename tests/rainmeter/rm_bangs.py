@@ -16,8 +16,25 @@ from collections.abc import Callable
 
 FUNCTIONS: dict[str, Callable[..., float]] = {
     "clamp": lambda x, lo, hi: min(max(x, lo), hi), "ceil": math.ceil, "floor": math.floor,
-    "round": lambda x, n=0: round(x, int(n)), "min": min, "max": max, "abs": abs, "trunc": math.trunc,
+    "round": lambda x, n=0: _rainmeter_round(x, int(n)), "min": min, "max": max, "abs": abs, "trunc": math.trunc,
 }
+
+
+def _rainmeter_round(x: float, sharpness: int = 0) -> float:
+    """MathParser's round: scale by 10 per digit, add +-0.5, floor/ceil, scale back (not Python's
+    round-half-even: Round(9.35, 1) is 9.4 here, 9.3 in Python)."""
+    coef = 10.0
+    if sharpness < 0:
+        coef, sharpness = 0.1, -sharpness
+    for _ in range(sharpness):
+        x *= coef
+    x = x + (0.5 if x >= 0 else -0.5)
+    x = math.floor(x) if x >= 0 else math.ceil(x)
+    for _ in range(sharpness):
+        x /= coef
+    return float(x)
+
+
 _TOKEN = re.compile(r"\s*(\d+\.?\d*|\.\d+|[A-Za-z_][A-Za-z0-9_]*|<=|>=|<>|!=|[-+*/%()?:<>=,])")
 
 

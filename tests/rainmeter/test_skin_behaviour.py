@@ -6,31 +6,33 @@ import re
 import time
 
 import numpy as np
+import pytest
 
 from backend.control import ControlFile
 from backend.status import RAINMETER_REGEXP, STATUS_KEYS, new_status
 from tests.rainmeter.conftest import Daemon, Installed
 from tests.rainmeter.rm_ini import Skin
-from tests.rainmeter.rm_sim import SkinSim
+from tests.rainmeter.rm_sim import RainmeterHazard, SkinSim
 
-FIELDS = ["state", "frame", "keyframes", "fps", "prompt", "frame_file", "last_error"]
+FIELDS = ["state", "frame", "keyframes", "fps", "prompt", "frame_file", "last_error", "target_fps", "updated"]
 
 
 def test_status_regexp_extracts_every_field_from_a_real_status_txt(installed: Installed, daemon: Daemon) -> None:
     daemon.status.write(new_status(state="waiting_for_comfyui", frame=1234, keyframes=56, fps=9.876,
                                    prompt="a dream = with | odd ; chars, and 'quotes'", frame_file=
-                                   installed.output / "frames" / "frame_2.png", last_error="ComfyUI: refused"))
+                                   installed.output / "frames" / "frame_2.png", last_error="ComfyUI: refused",
+                                   target_fps=10.0, updated=1764570000.25))
     skin = installed.load()
     text = (installed.output / "status.txt").read_text("utf-8")
     groups = re.search(skin.get("MeasureStatus", "RegExp"), text).groups()
     assert dict(zip(FIELDS, groups)) == {
-        "state": "waiting_for_comfyui", "frame": "1234", "keyframes": "56", "fps": "9.8",
+        "state": "waiting_for_comfyui", "frame": "1234", "keyframes": "56", "fps": "9.876",
         "prompt": "a dream = with | odd ; chars, and 'quotes'", "frame_file": "frames/frame_2.png",
-        "last_error": "ComfyUI: refused"}
+        "last_error": "ComfyUI: refused", "target_fps": "10.000", "updated": "1764570000.250"}
     # the same values as daemon-core's fixed-order pattern gives (translated: PCRE's U = lazy)
     reference = re.search(RAINMETER_REGEXP.replace("(?siU)", "(?si)").replace("(.*)", "(.*?)"), text).groups()
     by_key = dict(zip(STATUS_KEYS, reference))
-    assert [by_key[f] for f in FIELDS if f != "fps"] == [g for f, g in zip(FIELDS, groups) if f != "fps"]
+    assert [by_key[f] for f in FIELDS] == list(groups)
 
 
 def test_status_regexp_does_not_depend_on_line_order(installed: Installed, daemon: Daemon) -> None:
@@ -42,10 +44,20 @@ def test_status_regexp_does_not_depend_on_line_order(installed: Installed, daemo
 
 
 def test_no_status_file_shows_the_offline_line(installed: Installed) -> None:
+    (installed.output / "status.txt").unlink()  # install.py made one; the folder was wiped since
     sim = installed.sim()
     assert "meteroffline" in sim.hidden
     sim.update()
     assert "meteroffline" not in sim.hidden
+    assert len(sim.log) == 1 and "Fetch error" in sim.log[0]  # WebParser logs every failed read
+
+
+def test_a_fresh_install_reads_stopped_without_errors(installed: Installed) -> None:
+    sim = installed.sim()
+    for _ in range(3):
+        sim.update()
+    assert "meteroffline" in sim.hidden and sim.log == []
+    assert sim.meter_text("MeterStatusLine").startswith("stopped (right-click > Start Reverie)  |  frame 0")
 
 
 def test_every_new_frame_is_shown_exactly_and_the_window_never_goes_blank(installed: Installed, daemon: Daemon) -> None:
@@ -61,16 +73,75 @@ def test_every_new_frame_is_shown_exactly_and_the_window_never_goes_blank(instal
 
 def test_slow_frames_fade_in_and_the_fade_ends_before_the_next_frame(installed: Installed, daemon: Daemon) -> None:
     sim = installed.sim()
-    daemon.show(0, fps=1.0)
-    sim.update()  # the first frame after a load is cut in (IfMatch), the next ones fade
-    for index, fps in enumerate([1.0, 1.0, 2.0], start=1):
+    for index, fps in enumerate([1.0, 1.0, 1.0, 2.0]):  # the first fades in from the placeholder
         before = sim.timer_ms
         frame = daemon.show(index, fps=fps)
         sim.update()
+        sim.settle()  # the frames are 0.5-1 s apart: the fade's list runs to its end meanwhile
         fade_ms = sim.timer_ms - before
         assert 0 < fade_ms < 1000 / fps / 2, f"fade of {fade_ms} ms at {fps} fps"
         assert np.array_equal(sim.composite(), frame)
-        assert sim.images["metertop"].alpha == 255
+        assert sim.images["metertop"].alpha == 255 and sim.variables["fadebusy"] == "0"
+
+
+def test_a_frame_arriving_mid_fade_is_cut_in_and_stays_fully_shown(installed: Installed, daemon: Daemon) -> None:
+    sim = installed.sim()
+    daemon.show(0, fps=1.0)
+    sim.update()
+    sim.settle()
+    daemon.show(1, fps=1.0)
+    sim.update()  # fade of frame 1 starts (ActionList2; frame 0 used 1), 100 ms of its 176 ms pass before the next update
+    assert 0 < sim.images["metertop"].alpha < 255
+    frame = daemon.show(2, fps=1.0)  # the fps estimate lags: frames come faster than it says
+    sim.update()
+    assert np.array_equal(sim.composite(), frame)  # cut in at once, not lost
+    sim.settle()  # the rest of frame 1's fade only raises the alpha, which is already 255
+    assert np.array_equal(sim.composite(), frame) and sim.images["metertop"].alpha == 255
+    frame = daemon.show(3, fps=1.0)
+    sim.update()
+    sim.settle()  # the next slow frame fades again, on the other list
+    assert np.array_equal(sim.composite(), frame) and sim.variables["fadelist"] == "1"
+
+
+def test_the_first_read_fires_one_trigger_and_never_stops_a_list(installed: Installed, daemon: Daemon) -> None:
+    """Rainmeter's WebParser fills its children one update after the read starts (fetch thread),
+    so a skin loaded while the daemon runs sees every field change on that update at once. The old
+    skin then ran Execute 2 (IfMatch) and Stop 2 (OnChangeAction) on a wait-free list in the same
+    instant: a Stop that can hang Rainmeter 4.5 (rm_sim raises RainmeterHazard)."""
+    for fps in (10.0, 1.0):  # cut path and fade path
+        frame = daemon.show(7, fps=fps)
+        sim = SkinSim(installed.load(), async_fetch=True)
+        placeholder = sim.composite()
+        sim.update()  # read started; the children are still empty
+        assert np.array_equal(sim.composite(), placeholder)
+        sim.update()  # values arrive: exactly one trigger
+        sim.settle()
+        assert np.array_equal(sim.composite(), frame) and sim.variables.get("shownframe") == "7"
+        for index in (8, 9):
+            frame = daemon.show(index, fps=fps)
+            sim.update()
+            sim.update()
+            sim.settle()
+            assert np.array_equal(sim.composite(), frame)
+        assert sim.log == []
+
+
+def test_the_engine_flags_the_stop_race_and_wait_0(installed: Installed, daemon: Daemon) -> None:
+    """rm_sim itself: Stop of a list running outside a Wait and a Wait of 0 are refused."""
+    skin: Skin = installed.load()
+    skin.values[("measurefade", "actionlist3")] = "FadeEnd"
+    skin.values[("measurefade", "actionlist4")] = "Wait 0"
+    skin.keys["measurefade"] += ["ActionList3", "ActionList4"]
+    sim = SkinSim(skin)
+    sim.bang_commandmeasure("MeasureFade", "Stop 3")  # never started: returns at once
+    sim.bang_commandmeasure("MeasureFade", "Execute 3")
+    with pytest.raises(RainmeterHazard, match="hangs"):
+        sim.bang_commandmeasure("MeasureFade", "Stop 3")  # its thread may be finishing right now
+    sim.bang_commandmeasure("MeasureFade", "Execute 1")
+    sim.pump(sim.clock_ms + 10)
+    sim.bang_commandmeasure("MeasureFade", "Stop 1")  # inside a Wait: interrupted, no hang
+    with pytest.raises(RainmeterHazard, match="command"):
+        sim.bang_commandmeasure("MeasureFade", "Execute 4")
 
 
 def test_fast_frames_cut_without_a_fade(installed: Installed, daemon: Daemon) -> None:
@@ -119,8 +190,8 @@ def test_a_static_image_meter_on_current_frame_png_would_never_reload(installed:
     first = daemon.show(0)
     skin: Skin = installed.load()
     skin.values[("metertop", "imagename")] = str(installed.output / "current_frame.png")
-    skin.values[("measureframeno", "onchangeaction")] = ""
-    skin.values[("measureframefile", "ifmatchaction")] = ""
+    skin.values[("measurenewframe", "iftrueaction")] = ""
+    skin.values[("measurenewframe", "iftrueaction2")] = ""
     sim = SkinSim(skin)
     assert np.array_equal(sim.composite(), first)
     daemon.show(1)
@@ -187,8 +258,8 @@ def test_a_dynamic_meter_on_current_frame_png_reloads_but_opens_the_file_every_u
     skin: Skin = installed.load()
     skin.values[("metertop", "imagename")] = str(installed.output / "current_frame.png")
     skin.values[("metertop", "dynamicvariables")] = "1"
-    skin.values[("measureframeno", "onchangeaction")] = ""
-    skin.values[("measureframefile", "ifmatchaction")] = ""
+    skin.values[("measurenewframe", "iftrueaction")] = ""
+    skin.values[("measurenewframe", "iftrueaction2")] = ""
     sim = SkinSim(skin)
     sim.update()
     opens = sim.opens

@@ -87,7 +87,7 @@ def test_every_measure_reference_exists(skin: Skin) -> None:
                     assert name.lower() in measures, f"[{section}] {key}: [{name}] is not a measure"
         if skin.get(section, "Measure", "").lower() == "calc":
             for word in re.findall(r"[A-Za-z_]\w*", skin.resolve(skin.get(section, "Formula"))):
-                assert word.lower() in measures or word.lower() in {"clamp", "ceil"}, f"[{section}] {word}"
+                assert word.lower() in measures or word.lower() in {"clamp", "ceil", "round", "max"}, f"[{section}] {word}"
 
 
 def test_every_bang_is_known_and_its_target_exists(skin: Skin) -> None:
@@ -105,8 +105,9 @@ def test_every_bang_is_known_and_its_target_exists(skin: Skin) -> None:
             if bang == "commandmeasure":
                 assert measures.get(args[0].lower()) == "plugin", f"[{section}] {key}: no measure {args[0]}"
                 lists = [k for k in skin.section_keys(args[0]) if k.lower().startswith("actionlist")]
-                number = args[1].split()[1]
-                assert number == "[MeasureFadeMode]" or 1 <= int(number) <= len(lists)
+                verb, number = args[1].split()
+                assert verb == "Execute", f"[{section}] {key}: only Execute (Stop can hang Rainmeter 4.5)"
+                assert (number == "[#FadeList]" and len(lists) >= 2) or 1 <= int(number) <= len(lists)
             if bang == "setvariable":
                 assert args[0].lower() in skin.variables(), f"[{section}] {key}: variable {args[0]} undeclared"
             if bang == "writekeyvalue":
@@ -123,6 +124,24 @@ def test_actiontimer_lists_name_existing_actions(skin: Skin) -> None:
                 name = token.removeprefix("Repeat ").split(",")[0].strip()
                 if not token.lower().startswith("wait "):
                     assert skin.get("MeasureFade", name), f"{key} names missing action {name}"
+
+
+def test_no_actiontimer_stop_and_no_wait_of_zero(skin: Skin) -> None:
+    """The 4.5 ActionTimer plugin: Stop waits for a signal that a normally ending list never sends
+    (a Stop meeting a list in its last stretch hangs Rainmeter), and "Wait 0" is not a wait: the
+    plugin sends it to Rainmeter as a command. Neither may appear anywhere."""
+    for section in skin.order:
+        for key in skin.section_keys(section):
+            value = skin.get(section, key)
+            assert not re.search(r"!CommandMeasure\s+\S+\s+\"?Stop", value, re.I), f"[{section}] {key}: Stop"
+            if key.lower().startswith("actionlist"):
+                for token in (t.strip() for t in value.split("|")):
+                    wait = token.split(",")[1] if token.lower().startswith("repeat ") else \
+                        token[5:] if token.lower().startswith("wait ") else None
+                    if wait is not None:
+                        assert float(skin.resolve(wait)) > 0, f"[{section}] {key}: wait of {wait}"
+    fades = [skin.get("MeasureFade", k) for k in skin.section_keys("MeasureFade") if k.lower().startswith("actionlist")]
+    assert len(fades) == 2 and fades[0] == fades[1]  # fades alternate between two identical lists
 
 
 def test_context_menu_lives_in_the_rainmeter_section_and_is_contiguous(skin: Skin) -> None:
