@@ -126,7 +126,6 @@ class FrameWriter:
         self.current_path = self.output_dir / "current_frame.png"
         self.frames_dir = self.output_dir / "frames"
         self.history_dir = self.output_dir / "history"
-        self.frames_dir.mkdir(parents=True, exist_ok=True)
         self.last_timings: FrameTimings | None = None
         # History files in write order, oldest first: seeded once from disk (a previous run's frames
         # count against the limit), then kept in memory so pruning never lists the folder again.

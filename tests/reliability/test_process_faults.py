@@ -83,7 +83,9 @@ def test_a_checkpoint_comfyui_lacks_exits_2_naming_the_available_ones_before_any
     assert daemon.returncode == 2
     assert "nope.safetensors" in stderr and "v1-5-pruned-emaonly.safetensors" in stderr
     assert "Traceback" not in stderr
-    assert not (tmp_path / "out" / "current_frame.png").exists() and not (tmp_path / "out" / "history").exists()
+    # No frame files at all; only the status says "error" (so the skin shows why) and the log.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["reverie.log", "status.js", "status.json",
+                                                                    "status.txt"]
     assert read_status(tmp_path)["state"] == "error"
 
 
