@@ -270,3 +270,35 @@ def test_a_dynamic_meter_on_current_frame_png_reloads_but_opens_the_file_every_u
     second = daemon.show(1)
     sim.update()
     assert np.array_equal(sim.composite(), second)
+
+
+def test_a_daemon_that_stopped_writing_shows_not_responding(installed: Installed, daemon: Daemon) -> None:
+    """status.txt's `updated` (unix time) against the Time measure: older than StaleSeconds (5), or
+    than 3 frame periods at a low fps, and the state word becomes "not responding"."""
+    sim = installed.sim()
+    offset = 0.0
+    sim.now = lambda: time.time() + offset
+
+    def line() -> str:
+        sim.update()
+        return sim.meter_text("MeterStatusLine")
+
+    daemon.show(3, fps=10.0)
+    assert line().startswith("live  |  frame 3  |")
+    offset = 4.0
+    assert line().startswith("live  |")
+    offset = 7.0  # killed: nothing was written for 7 s
+    assert line().startswith("not responding (last: live)  |  frame 3  |")
+    daemon.status.write(new_status(state="waiting_for_comfyui", frame=3, target_fps=10.0))
+    assert line().startswith("not responding (last: waiting for ComfyUI)  |")
+    offset = 0.0
+    assert line().startswith("waiting for ComfyUI  |")
+    daemon.show(4, fps=0.1)  # one frame every 10 s: stale only after 30 s
+    offset = 20.0
+    assert line().startswith("live  |  frame 4")
+    offset = 31.0
+    assert line().startswith("not responding")
+    for final in ("stopped", "error", "starting"):  # not judged: final, or a slow start
+        daemon.status.write(new_status(state=final, frame=4, target_fps=10.0))
+        assert not line().startswith("not responding")
+    assert sim.log == []
