@@ -286,7 +286,10 @@ class HybridGenerator:
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
         started = self._clock()
         pixels = self._encoder.decode_to_uint8(latents)  # [B, H, W, 3] uint8
-        self.decode_seconds = _ema(self.decode_seconds, (self._clock() - started) / len(latents))
+        # Floored: a clock coarser than the decode (15.6 ms ticks on Windows before Python 3.13)
+        # reads 0 s, and the budgets in prepare() and _chunk_size() divide by this cost.
+        seconds = max(1e-6, (self._clock() - started) / len(latents))
+        self.decode_seconds = _ema(self.decode_seconds, seconds)
         return pixels
 
 

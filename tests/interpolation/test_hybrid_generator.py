@@ -331,3 +331,25 @@ def test_prepare_does_nothing_when_no_time_is_left(closing):
     calls = len(enc.decoded)
     gen.prepare(until=time.monotonic() - 1.0)
     assert len(enc.decoded) == calls
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (`now`, seconds)."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_clock_too_coarse_to_see_a_decode_does_not_break_the_batch_budgets(closing):
+    # On Windows before Python 3.13 time.monotonic() ticks every 15.6 ms: a fast decode reads 0 s,
+    # and the batch and prepare() budgets divide by the decode cost.
+    gen = HybridGenerator(FakeSource(), PoolEncoder(), ScheduleSettings(resolution=RES, interpolation_frames=5),
+                          clock=FakeClock(5.0)).start()
+    closing(gen)
+    frames = pull(gen, 8)
+    gen.prepare(until=6.0)
+    assert [f.position for f in frames] == [0, 1, 2, 3, 4, 5, 0, 1]
+    assert gen.decode_seconds > 0 and gen.fps_cap is not None
