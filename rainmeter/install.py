@@ -6,9 +6,11 @@ r"""Install the Reverie skin into Rainmeter and point it at this project.
 
 The skin cannot know where the project lives, so the installed @Resources\Variables.inc is the one
 place that says it: OutputDir (display.output_dir from config.yaml), ConfigFile, ProjectDir and
-PythonExe are rewritten there; every other setting in it is kept on a re-install. The daemon finds
-the skin's Control.ini by itself (backend.control.locate_control_file), so config.yaml is never
-edited. A Control.ini already installed is kept (its counters must not go back). The output
+PythonExe are rewritten there (and UpdateMs, from display.fps); every other value in it is kept on
+a re-install. The daemon finds the skin's Control.ini by itself (backend.control.locate_control_file),
+so config.yaml is never edited. A re-install copies the new Variables.inc and Control.ini, then puts
+the installed values back into them (Control.ini's counters must not go back): keys a newer skin
+adds arrive with their defaults, keys it dropped go. The output
 folder is created, with a status.txt saying "stopped" when there is none (no WebParser errors).
 """
 
@@ -24,11 +26,11 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.control import decode_ini_bytes, rainmeter_skins_dir  # noqa: E402
+from backend.control import decode_ini_bytes, parse_ini, rainmeter_skins_dir  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
 SKIN_SOURCE = Path(__file__).resolve().parent / "Reverie"
-KEEP_IF_PRESENT = ("@Resources/Control.ini",)
+MERGE_ON_REINSTALL = ("@Resources/Variables.inc", "@Resources/Control.ini")
 
 
 def set_ini_values(path: Path, section: str, values: dict[str, str]) -> None:
@@ -63,6 +65,19 @@ def set_ini_values(path: Path, section: str, values: dict[str, str]) -> None:
         path.write_bytes(out.encode("ascii"))
     except UnicodeEncodeError:
         path.write_bytes(b"\xff\xfe" + out.encode("utf-16-le"))
+
+
+def restore_values(path: Path, old: bytes) -> None:
+    """Write the [Variables] values of an installed file (`old`, its bytes) into the new template at
+    `path`, for the keys the template has. An unreadable old file leaves the template as it is."""
+    old_text = decode_ini_bytes(old)
+    new_text = decode_ini_bytes(path.read_bytes())
+    if old_text is None or new_text is None:
+        return
+    new_keys = parse_ini(new_text).get("variables", {})
+    kept = {k: v for k, v in parse_ini(old_text).get("variables", {}).items() if k in new_keys}
+    if kept:
+        set_ini_values(path, "Variables", kept)
 
 
 def with_sep(path: Path) -> str:
@@ -108,14 +123,10 @@ def install(skins_dir: Path, *, config: Path, output_dir: Path | None = None, py
             raise FileNotFoundError(f"no installed skin at {target}: install dist/Reverie.rmskin first, "
                                     "or run without --paths-only")
     else:
-        kept = {rel: (target / rel).read_bytes() for rel in KEEP_IF_PRESENT if (target / rel).is_file()}
-        old_vars = target / "@Resources" / "Variables.inc"
-        old_vars_bytes = old_vars.read_bytes() if old_vars.is_file() else None
+        installed = {rel: (target / rel).read_bytes() for rel in MERGE_ON_REINSTALL if (target / rel).is_file()}
         shutil.copytree(SKIN_SOURCE, target, dirs_exist_ok=True)
-        for rel, data in kept.items():
-            (target / rel).write_bytes(data)
-        if old_vars_bytes is not None:
-            old_vars.write_bytes(old_vars_bytes)  # the user's size/fade settings survive a re-install
+        for rel, data in installed.items():
+            restore_values(target / rel, data)  # the user's settings and counters survive
     config = config.resolve()
     output_dir = output_dir.resolve() if output_dir else output_dir_from_config(config)
     ensure_status_file(output_dir)

@@ -46,16 +46,42 @@ def test_output_dir_defaults_to_the_configs_display_output_dir(tmp_path: Path) -
     assert variables(skin_dir)["outputdir"] == str(tmp_path / "conf" / "frames_here") + "/"
 
 
+def control_values(skin_dir: Path) -> dict[str, str]:
+    return parse_ini((skin_dir / "@Resources" / "Control.ini").read_text("ascii"))["variables"]
+
+
 def test_reinstall_keeps_user_settings_and_control_counters(installed: Installed, tmp_path: Path) -> None:
     vars_file = installed.skin_dir / "@Resources" / "Variables.inc"
     installer.set_ini_values(vars_file, "Variables", {"FadeSteps": "4"})
     SkinSim(installed.load()).click_context("Next prompt")
-    control_before = (installed.skin_dir / "@Resources" / "Control.ini").read_bytes()
+    control_before = control_values(installed.skin_dir)
     new_output = tmp_path / "elsewhere"
     installer.install(installed.skins_dir, config=REPO / "config.yaml", output_dir=new_output)
     found = variables(installed.skin_dir)
     assert found["fadesteps"] == "4" and found["outputdir"] == str(new_output) + "/"
-    assert (installed.skin_dir / "@Resources" / "Control.ini").read_bytes() == control_before
+    assert control_values(installed.skin_dir) == control_before and control_before["nextpromptcount"] == "1"
+
+
+def test_reinstall_over_an_older_skin_adds_the_new_keys_and_keeps_the_users_values(installed: Installed) -> None:
+    """An older installed skin lacks keys the new one reads (StaleSeconds, QuitSeq here) and has one
+    the new one dropped: the new templates are copied and the old values written into them."""
+    res = installed.skin_dir / "@Resources"
+    old_vars = [ln for ln in (res / "Variables.inc").read_text("ascii").splitlines() if not ln.startswith("StaleSeconds=")]
+    (res / "Variables.inc").write_text("\n".join(old_vars + ["Dropped=1", "FadeStepMs=40"]) + "\n")
+    installer.set_ini_values(res / "Variables.inc", "Variables", {"FadeSteps": "3"})
+    old_control = [ln for ln in (res / "Control.ini").read_text("ascii").splitlines() if not ln.startswith("QuitSeq=")]
+    (res / "Control.ini").write_text("\n".join(old_control) + "\n")
+    installer.set_ini_values(res / "Control.ini", "Variables", {"ControlSeq": "7", "NextPromptCount": "5"})
+    installer.install(installed.skins_dir, config=REPO / "config.yaml", output_dir=installed.output)
+    found = variables(installed.skin_dir)
+    assert found["stalesecondS".lower()] == "5" and "dropped" not in found
+    assert found["fadesteps"] == "3" and found["fadestepms"] == "25"  # first FadeStepMs wins, as in Rainmeter
+    control = control_values(installed.skin_dir)
+    assert control["quitseq"] == "0" and control["controlseq"] == "7" and control["nextpromptcount"] == "5"
+    assert (res / "Control.ini").read_text("ascii").rstrip().endswith("[ControlEnd]")
+    assert installer.main(["--skins-dir", str(installed.skins_dir), "--no-refresh", "--output-dir",
+                           str(installed.output)]) == 0  # and again: nothing changes
+    assert control_values(installed.skin_dir) == control and variables(installed.skin_dir)["fadesteps"] == "3"
 
 
 def test_a_non_ascii_path_makes_variables_inc_utf16le(installed: Installed, tmp_path: Path) -> None:
