@@ -109,6 +109,7 @@ def _online_allowed() -> bool:
 def _from_hub(hub_id: str):
     """Cache first (``local_files_only``, also ``vae/``), then the Hub unless HF_HUB_OFFLINE is set."""
     from diffusers import AutoencoderKL
+    from huggingface_hub.constants import HF_HUB_CACHE  # where diffusers looks with cache_dir unset
 
     for subfolder in (None, "vae"):
         try:
@@ -119,7 +120,8 @@ def _from_hub(hub_id: str):
         except (OSError, ValueError):  # not in the cache (diffusers raises OSError/EnvironmentError)
             pass
     if not _online_allowed():
-        raise FileNotFoundError("not in the local Hugging Face cache (HF_HUB_OFFLINE is set, so no download was tried)")
+        raise FileNotFoundError(f"not in the Hugging Face cache {HF_HUB_CACHE} (HF_HUB_OFFLINE is set, so no "
+                                "download was tried)")
     # One quick metadata request first: it fails in well under a second without a network (a blind
     # download retries for ~25 s per file) and tells whether the VAE sits at the root or in vae/.
     from huggingface_hub import model_info
@@ -127,7 +129,7 @@ def _from_hub(hub_id: str):
     try:
         files = {f.rfilename for f in model_info(hub_id, timeout=10).siblings or []}
     except Exception as exc:  # offline, unknown repo, gated: huggingface_hub/httpx error types vary
-        raise FileNotFoundError(f"not in the local Hugging Face cache, and the Hub did not answer "
+        raise FileNotFoundError(f"not in the Hugging Face cache {HF_HUB_CACHE}, and the Hub did not answer "
                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from exc
     subfolder = None if "config.json" in files else "vae" if "vae/config.json" in files else None
     if subfolder is None and "config.json" not in files:

@@ -290,3 +290,15 @@ def test_a_sixteen_channel_diffusers_folder_is_named_by_its_config_scaling(tiny_
     x = pixels(1)
     torch.testing.assert_close(encoder.encode_pixels(x), (direct_encode(tiny_kl16, x) - 0.1159) * 0.3611,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_missing_weights_name_the_hugging_face_cache_folder_that_was_searched(tmp_path, repo_root):
+    # huggingface_hub reads HF_HUB_CACHE at import, so this runs in a fresh interpreter.
+    cache = tmp_path / "empty_hub_cache"
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo_root)}
+    code = ("from backend.interpolation.latent_encoder import LatentEncoder as L, VaeNotFoundError as E\n"
+            "try:\n    L.load('kl')\nexcept E as exc:\n    print(exc)")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    hub_line = next(line for line in result.stdout.splitlines() if "stabilityai/sd-vae-ft-mse" in line)
+    assert f"Hugging Face cache {cache}" in hub_line
