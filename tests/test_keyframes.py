@@ -277,3 +277,53 @@ def test_folder_new_keyframe_skips_an_image(tmp_path):
     src.new_keyframe()
     assert src.next_keyframe(None).origin == "c.png"
     assert np.asarray(src.next_keyframe(None).image).shape == (8, 8, 3)
+
+
+def test_a_folder_deleted_mid_run_holds_the_last_image_and_recovers_when_images_return(tmp_path, caplog):
+    import shutil
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    write_images(folder, ["a.png", "b.png"])
+    src = FolderSource(folder, (8, 8), max_backoff=0.05)
+    shown = src.next_keyframe(None)
+    shutil.rmtree(folder)                                # unmounted / deleted while running
+    held = [src.next_keyframe(shown.image) for _ in range(3)]
+    assert all(k.origin == "held" and k.image is shown.image and not k.generated for k in held)
+    assert "cannot read the image folder" in src.last_error
+    assert sum("holding the last image" in r.getMessage() for r in caplog.records) == 1
+    folder.mkdir()
+    write_images(folder, ["c.png"])
+    assert src.next_keyframe(held[-1].image).origin == "c.png" and src.last_error == ""
+
+
+def test_images_briefly_unreadable_mid_run_are_waited_out(tmp_path):
+    write_images(tmp_path, ["a.png"])
+    src = FolderSource(tmp_path, (8, 8), max_backoff=0.05)
+    first = src.next_keyframe(None)
+    good = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "a.png").write_bytes(b"half written")
+    assert src.next_keyframe(first.image).origin == "held" and "a.png" in src.last_error
+    (tmp_path / "a.png").write_bytes(good)
+    assert src.next_keyframe(first.image).origin == "a.png" and src.last_error == ""
+
+
+def test_folder_last_error_clears_on_the_next_clean_read(tmp_path):
+    write_images(tmp_path, ["a.png", "c.png"])
+    (tmp_path / "b.png").write_bytes(b"\x89PNG broken")
+    src = FolderSource(tmp_path, (8, 8))
+    assert src.next_keyframe(None).origin == "a.png" and src.last_error == ""
+    assert src.next_keyframe(None).origin == "c.png" and "b.png" in src.last_error   # skipped on the way
+    assert src.next_keyframe(None).origin == "a.png" and src.last_error == ""
+
+
+def test_folder_close_ends_an_outage_wait_promptly(tmp_path):
+    import shutil
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    write_images(folder, ["a.png"])
+    src = FolderSource(folder, (8, 8), max_backoff=30.0)
+    src.next_keyframe(None)
+    shutil.rmtree(folder)
+    threading.Timer(0.1, src.close).start()          # the outage's first wait is 0.5 s
+    started = time.monotonic()
+    assert src.next_keyframe(None) is None and time.monotonic() - started < 0.4
