@@ -49,6 +49,7 @@ class Daemon:
         self.started = time.monotonic()
         self.paused = False
         self.shown: dict[str, Any] = {}            # status fields of the frame on screen
+        self.shown_prompt: str | None = None        # the prompt of the keyframe that opened this segment
         self.write_times: collections.deque[float] = collections.deque(maxlen=30)
         self.last_error = ""
         self.unwritten = 0                          # frames in a row that could not be written
@@ -175,6 +176,8 @@ class Daemon:
                 self._keep_keyframe(frame)
             except OSError as exc:  # disk full, a viewer holding the old file: the show goes on
                 log.warning("keyframe %d not kept in history: %s", frame.segment, exc)
+        if frame.keyframe is not None:
+            self.shown_prompt = getattr(frame.keyframe, "prompt", "") or self.shown_prompt
         self.write_times.append(time.monotonic())
         self.shown = dict(frame=frame.index, frame_kind=frame.kind, segment=frame.segment,
                           position=frame.position, segment_frames=frame.segment_frames,
@@ -200,7 +203,9 @@ class Daemon:
                       uptime=time.monotonic() - self.started,
                       last_error=(getattr(source, "last_error", "") or self.last_error))
         if source is not None:
-            fields.update(prompt=source.prompt, comfyui="unavailable" if source.state == "unavailable"
+            # The prompt of the picture on screen; before the first frame, the one being made.
+            prompt = self.shown_prompt if self.shown_prompt is not None else source.prompt
+            fields.update(prompt=prompt, comfyui="unavailable" if source.state == "unavailable"
                           else "not_used" if source.state == "not_used" else "connected")
         if gen is not None:
             fields.update(keyframes=gen.worker.made, stalls=gen.stalls, stall_seconds=gen.stall_seconds,

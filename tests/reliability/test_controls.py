@@ -82,3 +82,28 @@ def test_command_line_overrides_stay_in_force_when_the_config_is_edited(tmp_path
     assert new is not None and new.display.history_keep == 7
     assert new.display.fps == 5.0 and new.keyframes.source == "folder" and new.keyframes.folder == images
     assert "restart" not in "\n".join(r.getMessage() for r in log_records)
+
+
+def test_the_status_prompt_is_the_one_of_the_segment_on_screen_not_of_the_keyframe_being_made(tmp_path, tiny_vae):
+    from backend.status import StatusWriter
+    from tests.fake_comfyui import FakeComfyUI
+
+    seen: list[tuple[int, str]] = []
+
+    class Recording(StatusWriter):
+        def write(self, status):
+            if status["state"] == "live":
+                seen.append((status["segment"], status["prompt"]))
+            super().write(status)
+
+    def record(daemon) -> None:
+        daemon.status_writer = Recording(daemon.config.display.output_dir)
+
+    prompts = ["first picture", "second picture", "third picture"]
+    with FakeComfyUI(latency=0.05) as fake:
+        config = write_config(tmp_path, tiny_vae, fake.url, keyframes={"prompts": prompts, "prompt_period": 1,
+                                                                       "seed": {"policy": "increment", "value": 1}})
+        assert DaemonRun(config, max_frames=5 * 4, prepare=record).start().join(180) == 0
+    by_segment = dict(seen)
+    assert sorted(by_segment) == [0, 1, 2, 3, 4] and len(set(seen)) == 5, "one prompt per segment"
+    assert [by_segment[s] for s in range(5)] == [prompts[s % 3] for s in range(5)]
