@@ -47,13 +47,17 @@ class LatencyEstimate:
 class KeyframeWorker:
     """Background thread: `source.next_keyframe(previous)` -> one-slot hand-off to `take()`."""
 
-    def __init__(self, source: KeyframeSource, *, name: str = "reverie-keyframes") -> None:
+    def __init__(self, source: KeyframeSource, *, name: str = "reverie-keyframes",
+                 clock=time.monotonic) -> None:
         self.source = source
         self.made = 0                       # keyframes finished by the source so far
         self.latency = LatencyEstimate()    # seconds per generated keyframe
         self._name = name
+        self._clock = clock
         self._cond = threading.Condition()
         self._ready: Any = None             # the finished keyframe nobody has taken yet
+        self._since: float | None = None    # when the keyframe being made was asked for
+        self._working = False               # the thread is inside source.next_keyframe
         self._error: BaseException | None = None
         self._paused = False
         self._stopping = False
@@ -75,6 +79,10 @@ class KeyframeWorker:
             if self._error is not None:
                 raise self._error
             keyframe, self._ready = self._ready, None
+            if keyframe is not None and not self._paused and not self._stopping:
+                # The slot is free, so the next keyframe is asked for now: stamp it here, not
+                # when the thread gets scheduled, so the schedule sees it in flight at once.
+                self._since = self._clock()
             self._cond.notify_all()
             return keyframe
 
@@ -82,6 +90,8 @@ class KeyframeWorker:
         """Start no new keyframe (the one in flight finishes) until `resume()`."""
         with self._cond:
             self._paused = True
+            if not self._working:  # asked for by take() but not started: nothing is in flight
+                self._since = None
 
     def resume(self) -> None:
         with self._cond:
@@ -92,6 +102,16 @@ class KeyframeWorker:
     def ready(self) -> Any:
         """The finished keyframe waiting to be taken, or None (a peek: does not take it)."""
         return self._ready
+
+    @property
+    def in_flight_since(self) -> float | None:
+        """When (on the worker's clock, monotonic s) the keyframe being made now was asked for.
+
+        None while nothing is being made: the finished keyframe waits in the slot, or paused.
+        The schedule reads `clock() - in_flight_since` as a lower bound on that keyframe's
+        latency, long before the keyframe finishes and the estimate can learn it.
+        """
+        return self._since
 
     @property
     def alive(self) -> bool:
@@ -117,23 +137,30 @@ class KeyframeWorker:
                     self._ready is None and not self._paused))
                 if self._stopping:
                     return
-            started = time.monotonic()
+                started = self._clock()
+                if self._since is None:   # the first keyframe, or the first after a pause
+                    self._since = started
+                self._working = True
             try:
                 keyframe = self.source.next_keyframe(previous)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
                 with self._cond:
+                    self._since, self._working = None, False
                     if not self._stopping:
                         log.debug("keyframe source failed: %r", exc)
                         self._error = exc
                     self._cond.notify_all()
                 return
             if keyframe is None:          # the source was closed while we waited on it
+                with self._cond:
+                    self._since, self._working = None, False
                 return
             previous = keyframe.image
             seconds = getattr(keyframe, "seconds", None)
             if getattr(keyframe, "generated", True):
-                self.latency.add(seconds if seconds else time.monotonic() - started)
+                self.latency.add(seconds if seconds else self._clock() - started)
             with self._cond:
                 self._ready = keyframe
                 self.made += 1
+                self._since, self._working = None, False
                 self._cond.notify_all()

@@ -1,0 +1,97 @@
+"""The one-ahead keyframe thread: when a keyframe is in flight, on a clock the test moves."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from backend.interpolation.keyframe_worker import KeyframeWorker
+
+
+class FakeClock:
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class GatedSource:
+    """Each keyframe finishes only when the test calls `finish()`; it reports `seconds` s."""
+
+    def __init__(self, seconds: float = 1.0) -> None:
+        self.seconds = seconds
+        self.calls = 0
+        self._gate = threading.Semaphore(0)
+        self._closed = threading.Event()
+
+    def next_keyframe(self, previous):
+        self.calls += 1
+        while not self._gate.acquire(timeout=0.02):
+            if self._closed.is_set():
+                return None
+        return SimpleNamespace(image=f"image {self.calls}", seconds=self.seconds)
+
+    def finish(self) -> None:
+        self._gate.release()
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def wait_until(condition, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the worker thread did not get there"
+        time.sleep(0.002)
+
+
+@pytest.fixture
+def worker():
+    clock, source = FakeClock(10.0), GatedSource()
+    made = KeyframeWorker(source, clock=clock)
+    made.clock, made.gate = clock, source
+    made.start()
+    yield made
+    assert made.close()
+
+
+def test_the_first_keyframe_is_in_flight_from_when_the_thread_asks_for_it(worker):
+    wait_until(lambda: worker.gate.calls == 1)
+    assert worker.in_flight_since == 10.0
+
+
+def test_nothing_is_in_flight_while_the_finished_keyframe_waits_to_be_taken(worker):
+    worker.gate.finish()
+    wait_until(lambda: worker.made == 1)
+    worker.clock.now = 12.0
+    assert worker.in_flight_since is None and worker.ready is not None
+
+
+def test_the_next_keyframe_is_in_flight_from_the_moment_the_last_one_is_taken(worker):
+    worker.gate.finish()
+    wait_until(lambda: worker.made == 1)
+    worker.clock.now = 13.5
+    assert worker.take(timeout=1) is not None
+    # Stamped by take() itself, not when the thread wakes up: no window where it reads None.
+    assert worker.in_flight_since == 13.5
+    worker.clock.now = 20.0
+    wait_until(lambda: worker.gate.calls == 2)
+    assert worker.in_flight_since == 13.5
+
+
+def test_a_pause_before_the_next_keyframe_starts_leaves_nothing_in_flight(worker):
+    worker.gate.finish()
+    wait_until(lambda: worker.made == 1)
+    worker.pause()
+    worker.clock.now = 11.0
+    worker.take(timeout=1)
+    assert worker.in_flight_since is None
+    worker.clock.now = 15.0
+    worker.resume()
+    wait_until(lambda: worker.gate.calls == 2)
+    assert worker.in_flight_since == 15.0  # the pause does not count as keyframe time
+
