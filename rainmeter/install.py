@@ -108,6 +108,33 @@ def ensure_status_file(output_dir: Path) -> Path:
     return status
 
 
+DEFAULT_UPDATE_MS = 100  # Variables.inc's own value, kept when config.yaml cannot be read
+
+
+def update_ms_for_fps(fps: float) -> int:
+    """The skin's Update interval for a frame rate: half the frame period, so every frame's
+    status.txt is read at least once between two frames, within Rainmeter's 16 ms floor and a
+    1 s ceiling (at 0.1 fps the status line still changes every second)."""
+    return int(min(1000, max(16, round(500.0 / fps))))
+
+
+def update_ms_from_config(config: Path) -> int:
+    """UpdateMs for display.fps of config.yaml (the daemon's default fps when the key is missing);
+    DEFAULT_UPDATE_MS when the file cannot be read or fps is not a positive number."""
+    import yaml  # a dependency of the daemon
+
+    from backend.config import DisplayConfig
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        fps = (data.get("display") or {}).get("fps", DisplayConfig.fps)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+            raise ValueError(f"display.fps is {fps!r}")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError) as e:
+        print(f"note: no usable display.fps in {config} ({e}); the skin updates every {DEFAULT_UPDATE_MS} ms")
+        return DEFAULT_UPDATE_MS
+    return update_ms_for_fps(float(fps))
+
+
 def python_for_skin(python: Path) -> Path:
     """pythonw.exe beside python.exe when there is one (starts the daemon without a console)."""
     windowed = python.with_name("pythonw.exe")
@@ -135,6 +162,7 @@ def install(skins_dir: Path, *, config: Path, output_dir: Path | None = None, py
         "ConfigFile": str(config),
         "ProjectDir": with_sep(PROJECT),
         "PythonExe": str(python_for_skin(python or Path(sys.executable))),
+        "UpdateMs": str(update_ms_from_config(config)),
     }
     set_ini_values(target / "@Resources" / "Variables.inc", "Variables", values)
     return target

@@ -109,6 +109,21 @@ def test_install_creates_the_output_folder_with_a_stopped_status_txt(tmp_path: P
     assert (other / "status.txt").is_file()
 
 
+@pytest.mark.parametrize(("fps_yaml", "update_ms"), [
+    ("  fps: 10\n", "50"), ("  fps: 30\n", "17"), ("  fps: 60\n", "16"), ("  fps: 0.1\n", "1000"),
+    ("  fps: 0.75\n", "667"), ("  output_dir: out\n", "50"),  # missing: the daemon's default, 10 fps
+    ("  fps: fast\n", "100"), ("  fps: [\n", "100")])       # unusable: Variables.inc's default
+def test_update_interval_follows_display_fps(tmp_path: Path, fps_yaml: str, update_ms: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("display:\n" + fps_yaml)
+    skin_dir = installer.install(tmp_path / "Skins", config=config, output_dir=tmp_path / "o")
+    assert variables(skin_dir)["updatems"] == update_ms
+    sim = SkinSim(load_skin(skin_dir / "Reverie.ini", tmp_path / "Skins"))
+    assert sim.update_interval() == float(update_ms)  # [Rainmeter] Update=#UpdateMs#
+    installer.install(tmp_path / "Skins", config=config, output_dir=tmp_path / "o", paths_only=True)
+    assert variables(skin_dir)["updatems"] == update_ms
+
+
 def test_paths_only_needs_an_installed_skin(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="--paths-only"):
         installer.install(tmp_path, config=REPO / "config.yaml", paths_only=True)
