@@ -32,7 +32,7 @@ class KeyframeSourceError(RuntimeError):
 class Keyframe:
     image: Image.Image        # RGB, as the source made it (the schedule fits it to the resolution)
     seconds: float = 0.0      # generation time in seconds; 0 for loaded images
-    prompt: str = ""          # positive prompt it was made with ("" for loaded images)
+    prompt: str = ""          # positive prompt its image was made with ("" for loaded images): what is on screen
     seed: int | None = None   # sampler seed, None for loaded images
     generated: bool = True    # False for loaded images: they do not count as keyframe latency
     origin: str = ""          # "txt2img" | "img2img" | "start_image" | "skipped" | a file name
@@ -99,6 +99,7 @@ class ComfyUISource:
         self._fresh = False
         self._closed = threading.Event()
         self._traceback_logged = False    # an unexpected error's traceback is logged once per run
+        self._made_with = ""              # prompt of the last keyframe made: a skipped one shows its image
 
     @property
     def prompt(self) -> str:
@@ -173,6 +174,7 @@ class ComfyUISource:
                 self._set_state("connected", "")
                 self.last_error = ""  # the problem is over: the skin should not keep showing it
                 self.rotation.made_one()
+                self._made_with = prompt.prompt
                 origin = "txt2img" if source is None else "img2img"
                 return Keyframe(result.image, result.seconds, prompt.prompt, seed, True, origin)
             if self._closed.is_set():  # the failure is our own shutdown interrupting the job
@@ -180,7 +182,7 @@ class ComfyUISource:
             self.last_error = error
             if failures >= self.attempts and source is not None:
                 log.warning("keyframe failed %d times (%s); skipping it", failures, error)
-                return Keyframe(source, 0.0, prompt.prompt, seed, False, "skipped")
+                return Keyframe(source, 0.0, self._made_with, seed, False, "skipped")
             log.warning("keyframe failed (%s); retrying with a new seed", error)
             seed = self.seeds.fresh()
             if self._closed.wait(min(self.max_backoff, 0.25 * failures)):

@@ -170,6 +170,18 @@ def test_a_server_dying_mid_download_is_retried_until_the_keyframe_arrives(tmp_p
         assert src.state == "connected"
 
 
+def test_each_keyframe_carries_the_prompt_its_image_was_made_with():
+    gen = ScriptedGenerator(["ok", "ok"] + [ExecutionFailed("bad")] * 3)
+    src = source(gen, prompt_period=1, attempts=3, start_image=image())
+    start = src.next_keyframe(None)
+    first = src.next_keyframe(start.image)
+    second = src.next_keyframe(first.image)
+    assert (start.prompt, first.prompt, second.prompt) == ("", "a", "b")
+    assert src.prompt == "a"                  # the source's prompt is the next one to be made
+    skipped = src.next_keyframe(second.image)
+    assert skipped.origin == "skipped" and skipped.image is second.image and skipped.prompt == "b"
+
+
 def test_comfyui_down_reports_unavailable_and_carries_on_when_it_is_back():
     gen = ScriptedGenerator([ComfyUnavailable("refused")] * 4)
     src = source(gen, preflight_done=True)
