@@ -302,3 +302,14 @@ def test_a_daemon_that_stopped_writing_shows_not_responding(installed: Installed
         daemon.status.write(new_status(state=final, frame=4, target_fps=10.0))
         assert not line().startswith("not responding")
     assert sim.log == []
+
+
+def test_fps_is_rounded_to_one_decimal_like_the_web_page(installed: Installed, daemon: Daemon) -> None:
+    """The same cases and the same expected text as tests/web (9.876 -> 9.9, the old RegExp cut it
+    to 9.8; 9.35 -> 9.4): Round(MeasureFps, 1) shown with NumOfDecimals=1."""
+    from tests.web.test_web_page import FPS_CASES, rainmeter_fps_text
+    sim = installed.sim()
+    for index, fps in enumerate(FPS_CASES):
+        daemon.show(index, fps=fps)
+        sim.update()
+        assert sim.meter_text("MeterStatusLine").endswith(f"  |  {rainmeter_fps_text(fps)} fps"), fps

@@ -5,6 +5,7 @@ Set REVERIE_SCREENSHOTS=<folder> to keep the screenshots for a look."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -135,3 +136,24 @@ def test_output_query_parameter_points_anywhere(browser: Browser, tmp_path: Path
     browser.navigate(site.page + "?poll=50&output=" + elsewhere.as_uri() + "/")
     browser.wait_for("window.reverieState.shown === 3")
     assert close_to(center(browser, site.shots / "web_override.png"), COLORS[3])
+
+
+FPS_CASES = [9.876, 9.35, 9.25, 0.05, 0.0, 59.95, 12.345, 0.1]
+
+
+def rainmeter_fps_text(fps: float) -> str:
+    """The skin's text: MathParser's Round(x, 1) = floor(x * 10 + 0.5) / 10, printed with '%.1f'."""
+    return f"{math.floor(fps * 10 + 0.5) / 10:.1f}"
+
+
+def test_fps_is_rounded_to_one_decimal_like_the_skin(browser: Browser, site: Site) -> None:
+    """9.876 -> 9.9 (the skin's old RegExp cut it to 9.8), 9.35 -> 9.4 (toFixed alone gives 9.3)."""
+    site.show(0, fps=FPS_CASES[0])
+    browser.navigate(site.page + "?poll=30")
+    for index, fps in enumerate(FPS_CASES):
+        if index:
+            site.show(index, fps=fps)
+        browser.wait_for(f"window.reverieState.shown === {index}")
+        text = browser.evaluate("document.getElementById('status').textContent")
+        assert text.endswith(f"  |  {rainmeter_fps_text(fps)} fps"), (fps, text)
+    assert rainmeter_fps_text(9.876) == "9.9" and rainmeter_fps_text(9.35) == "9.4"
