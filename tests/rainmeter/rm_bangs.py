@@ -4,7 +4,7 @@
   (``\"\"\"`` quoting skipped); ``parse_args``: CommandHandler::ParseString splits arguments at
   spaces, keeps "quoted" ones whole and strips the quotes.
 * ``evaluate``: the subset of Rainmeter's MathParser the skin uses: numbers, measure names,
-  + - * / %, comparisons (= is equality), ``a ? b : c``, and Clamp/Ceil/Floor/Round/Min/Max/Abs.
+  + - * / %, comparisons (= is equality), && and ||, ``a ? b : c``, and Clamp/Ceil/Floor/Round/Min/Max/Abs.
 * ``parse_formula``: ConfigParser::ParseFormula only evaluates text wrapped in ( ... ).
 """
 
@@ -35,7 +35,7 @@ def _rainmeter_round(x: float, sharpness: int = 0) -> float:
     return float(x)
 
 
-_TOKEN = re.compile(r"\s*(\d+\.?\d*|\.\d+|[A-Za-z_][A-Za-z0-9_]*|<=|>=|<>|!=|[-+*/%()?:<>=,])")
+_TOKEN = re.compile(r"\s*(\d+\.?\d*|\.\d+|[A-Za-z_][A-Za-z0-9_]*|<=|>=|<>|!=|&&|\|\||[-+*/%()?:<>=,])")
 
 
 def split_bangs(action: str) -> list[str]:
@@ -119,7 +119,8 @@ def evaluate(formula: str, lookup: Callable[[str], float]) -> float:
         left = additive()
         ops = {"<": lambda a, b: a < b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b,
                ">=": lambda a, b: a >= b, "=": lambda a, b: a == b, "<>": lambda a, b: a != b,
-               "!=": lambda a, b: a != b}
+               "!=": lambda a, b: a != b, "&&": lambda a, b: bool(a) and bool(b),
+               "||": lambda a, b: bool(a) or bool(b)}  # same priority as comparisons, as in MathParser
         while peek() in ops:
             op = take()
             left = float(ops[op](left, additive()))

@@ -10,6 +10,7 @@ import pytest
 
 from backend.control import ControlFile
 from backend.status import RAINMETER_REGEXP, STATUS_KEYS, new_status
+from rainmeter.install import set_ini_values
 from tests.rainmeter.conftest import Daemon, Installed
 from tests.rainmeter.rm_ini import Skin
 from tests.rainmeter.rm_sim import RainmeterHazard, SkinSim
@@ -313,3 +314,12 @@ def test_fps_is_rounded_to_one_decimal_like_the_web_page(installed: Installed, d
         daemon.show(index, fps=fps)
         sim.update()
         assert sim.meter_text("MeterStatusLine").endswith(f"  |  {rainmeter_fps_text(fps)} fps"), fps
+
+
+def test_fadesteps_0_turns_fading_off(installed: Installed, daemon: Daemon) -> None:
+    set_ini_values(installed.skin_dir / "@Resources" / "Variables.inc", "Variables", {"FadeSteps": "0"})
+    sim = installed.sim()
+    for index in range(3):
+        frame = daemon.show(index, fps=0.5)
+        sim.update()
+        assert np.array_equal(sim.composite(), frame) and sim.timer_ms == 0 and sim.workers == {}
