@@ -101,7 +101,10 @@ class ComfyClient:
         except UnexpectedAnswer as exc:
             if exc.status != 404:
                 raise
-        # servers older than the /models routes: CheckpointLoaderSimple's ckpt_name choices
+        return self._checkpoints_from_object_info()     # servers older than the /models routes
+
+    def _checkpoints_from_object_info(self) -> list[str]:
+        """CheckpointLoaderSimple's ckpt_name choices in /object_info."""
         info = self.object_info("CheckpointLoaderSimple").get("CheckpointLoaderSimple")
         spec = info.get("input", {}).get("required", {}).get("ckpt_name") if isinstance(info, dict) else None
         choices = spec[0] if isinstance(spec, list) and spec else None

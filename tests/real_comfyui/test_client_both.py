@@ -86,6 +86,11 @@ def test_uploads_overwrite_a_rotating_set_so_the_input_folder_stays_bounded(clie
     assert set(output_dir.rglob("*")) == files_before["output"], "SaveImageWebsocket must write no file"
 
 
+def test_the_checkpoint_list_for_servers_without_the_models_route_reads_object_info_alike(client):
+    # the fallback behind checkpoints() when GET /models/checkpoints answers 404 (older servers)
+    assert client._checkpoints_from_object_info() == client.checkpoints() != []
+
+
 def test_unknown_checkpoint_is_rejected_with_the_available_names(client, comfy_server):
     graph = load_workflow("builtin:img2img").patch(image="reverie/absent.png", checkpoint="nope.safetensors")
     graph["10"] = {"class_type": "LoadImage", "inputs": {"image": client.upload_image(pattern(), "ckpt.png")}}
