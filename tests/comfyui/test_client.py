@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import requests
 from PIL import ImageChops
 
 from backend.comfyui.client import (ComfyClient, ComfyTimeout, ComfyUnavailable, ExecutionFailed,
@@ -184,6 +185,10 @@ def test_free_asks_the_server_to_unload_models_and_the_fake_records_it(fake, cli
     client.free()
     client.free()
     assert fake.free_calls == [{"unload_models": True, "free_memory": True}] * 2
+    with requests.Session() as http:
+        http.trust_env = False
+        assert http.post(fake.url + "/free", data=b"").status_code == 500     # like the real server
+    assert len(fake.free_calls) == 2
 
 
 def test_job_timeout_interrupts_our_prompt(fake, picture):

@@ -150,7 +150,11 @@ class _Handlers:
         return web.Response(status=200)
 
     async def free(self, request):
-        self.fake.free_calls.append(await _body(request))
+        try:
+            body = json.loads(await request.text())     # the real handler's request.json() raises
+        except ValueError:
+            return web.Response(status=500, text=_CRASH)
+        self.fake.free_calls.append(body if isinstance(body, dict) else {})
         return web.Response(status=200)
 
     async def get_history(self, request):

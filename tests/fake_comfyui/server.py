@@ -12,8 +12,8 @@ Faults are plain attributes, settable at any time from the test thread:
   truncate_next_view (next k GET /view send half the image, then the connection drops, as when
   the server dies mid-download), models_status (HTTP status of GET /models/checkpoints: 404 like
   servers older than the /models routes, 500 for a broken answer).
-Records: `free_calls` (the JSON body of every POST /free, in order; {} for an empty or non-JSON
-body) and `peak_queue`. Its input/output/temp folders live under `root` (a temp dir by default):
+Records: `free_calls` (the JSON body of every accepted POST /free, in order; a body that is not
+JSON is answered 500 like the real server) and `peak_queue`. Its input/output/temp folders live under `root` (a temp dir by default):
 see `file_counts()`.
 """
 

@@ -128,6 +128,11 @@ def test_partly_valid_graph_is_accepted_with_node_errors(raw):
     raw.events_until_done(answer.json()["prompt_id"])
 
 
+def test_free_takes_a_json_body_and_answers_500_without_one(raw):
+    assert raw.http.post(raw.url + "/free", json={"unload_models": True}, timeout=10).status_code == 200
+    assert raw.http.post(raw.url + "/free", data=b"", timeout=10).status_code == 500
+
+
 def test_mismatched_origin_header_is_refused_with_an_empty_403(raw):
     answer = raw.http.get(raw.url + "/system_stats", headers={"Origin": "http://elsewhere.example"}, timeout=10)
     assert answer.status_code == 403 and answer.text == ""
