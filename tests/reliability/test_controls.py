@@ -107,3 +107,30 @@ def test_the_status_prompt_is_the_one_of_the_segment_on_screen_not_of_the_keyfra
     by_segment = dict(seen)
     assert sorted(by_segment) == [0, 1, 2, 3, 4] and len(set(seen)) == 5, "one prompt per segment"
     assert [by_segment[s] for s in range(5)] == [prompts[s % 3] for s in range(5)]
+
+
+def test_pause_from_the_skin_stops_keyframe_requests_frees_comfyui_memory_and_resume_carries_on(tmp_path, tiny_vae):
+    from tests.fake_comfyui import FakeComfyUI
+
+    control = control_file(tmp_path)
+    with FakeComfyUI(latency=0.05) as fake:
+        config = write_config(tmp_path, tiny_vae, fake.url, display={"fps": 20, "history_keep": 0})
+        run = DaemonRun(config).start()
+        skin = Skin(control)
+        try:
+            wait_until(lambda: (read_status(tmp_path) or {}).get("frame", -1) >= 3, timeout=90, check=run.check)
+            skin.click("pause")
+            wait_until(lambda: (read_status(tmp_path) or {}).get("state") == "paused", timeout=10,
+                       what="status paused", check=run.check)
+            assert fake.free_calls == [{"unload_models": True, "free_memory": True}]
+            paused = read_status(tmp_path)
+            time.sleep(0.3)  # a job already running may still finish...
+            made = run.daemon.gen.worker.made
+            time.sleep(1.5)  # ...but no new one is asked for, and no frame is written
+            assert run.daemon.gen.worker.made == made
+            assert read_status(tmp_path)["frame"] == paused["frame"]
+            skin.click("resume")
+            wait_until(lambda: (read_status(tmp_path) or {}).get("frame", -1) > paused["frame"] + 3, timeout=30,
+                       what="frames after resume", check=run.check)
+        finally:
+            assert run.stop() == 0
