@@ -54,6 +54,7 @@ class Daemon:
         self.last_error = ""
         self.unwritten = 0                          # frames in a row that could not be written
         self.status_ms = 0.0                        # cost of the last status write
+        self.status_at = 0.0                        # monotonic time of the last status write
         self.source: Any = None
         self.client: Any = None
         self.encoder: Any = None
@@ -148,6 +149,8 @@ class Daemon:
                 return False
             if remaining > slice_s and self._poll_controls_and_config():
                 return False
+            if self.shown and time.monotonic() - self.status_at > 2.0:
+                self._status("live")  # a heartbeat at low fps: the skin tells "live" from "not responding"
         return not self.shutdown.stop.is_set()
 
     def _period(self) -> float:
@@ -215,6 +218,7 @@ class Daemon:
         except AtomicWriteError as exc:
             log.warning("status not written: %s", exc)
         self.status_ms = (time.perf_counter() - started) * 1e3
+        self.status_at = time.monotonic()
 
     def _report(self) -> None:
         gen = self.gen

@@ -134,3 +134,16 @@ def test_pause_from_the_skin_stops_keyframe_requests_frees_comfyui_memory_and_re
                        what="frames after resume", check=run.check)
         finally:
             assert run.stop() == 0
+
+
+def test_at_a_low_fps_the_status_is_rewritten_every_few_seconds_between_frames(tmp_path, tiny_vae):
+    config = folder_config(tmp_path, tiny_vae, display={"fps": 0.125, "history_keep": 0})  # 8 s a frame
+    run = DaemonRun(config).start()
+    try:
+        first = wait_until(lambda: (s := read_status(tmp_path)) and s.get("frame", -1) >= 0 and s, timeout=60,
+                           check=run.check)
+        later = wait_until(lambda: (s := read_status(tmp_path)) and s["updated"] >= first["updated"] + 1.5 and s,
+                           timeout=4, what="a heartbeat status", check=run.check)
+        assert later["frame"] == first["frame"] and later["state"] == "live"
+    finally:
+        assert run.stop() == 0
