@@ -93,7 +93,8 @@ class ModelRunner:
         self._place()
 
     def _place(self) -> None:
-        if next(self.model.parameters()).dtype != self.dtype:  # diffusers warns on every .to(dtype=...)
+        # Every parameter, not the first: a cast cut short by an out-of-memory error leaves them mixed.
+        if any(p.dtype != self.dtype for p in self.model.parameters()):  # diffusers warns on every .to(dtype=...)
             self.model.to(dtype=self.dtype)
             if self.dtype == torch.float32 and self._fp32_weights is not None:
                 self.model.load_state_dict(self._fp32_weights)
@@ -135,20 +136,21 @@ class ModelRunner:
             return self.model.encode(x).latent_dist.mode()  # posterior mode: deterministic, noise-free
         return self.model.decode(x).sample
 
-    def _place_again(self, step: str) -> None:
-        """Move the weights back after ``release``; out of memory there is a VaeOutOfMemoryError."""
+    def _place_or_fail(self, step: str) -> None:
+        """``_place``, where running out of memory (moving back after ``release``, or the float32 cast
+        of the NaN retry) is a VaeOutOfMemoryError."""
         try:
             self._place()
             return
         except OUT_OF_MEMORY:
             pass  # raised outside the except block, whose traceback would keep the tensors alive
         torch.cuda.empty_cache()
-        raise VaeOutOfMemoryError(f"the GPU ran out of memory moving the VAE back for {step}: hold the "
-                                  f"frame and retry when ComfyUI or other programs free GPU memory")
+        raise VaeOutOfMemoryError(f"the GPU ran out of memory moving the VAE weights onto it for {step}: hold "
+                                  f"the frame and retry when ComfyUI or other programs free GPU memory")
 
     def _run(self, x: Tensor, encode: bool) -> Tensor:
         if not self._placed:
-            self._place_again("encode" if encode else "decode")
+            self._place_or_fail("encode" if encode else "decode")
         height, width = x.shape[-2:]
         pixel_count = height * width if encode else height * width * self.downscale**2
         self._set_tiling(pixel_count)
@@ -178,6 +180,7 @@ class ModelRunner:
                         len(chunk), " in tiles" if self.kind == "kl" else "")
             self._warned_memory = True
         torch.cuda.empty_cache()  # a no-op unless CUDA was initialised
+        self._place_or_fail(step)  # finishes a float32 cast (NaN retry) that ran out of memory halfway
         self._set_tiling(pixel_count, tile_size=max(self.tile_size // 2, 8 * self.downscale))
         try:
             return torch.cat([self._run_chunk(one, encode) for one in chunk.split(1)])

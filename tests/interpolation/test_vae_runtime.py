@@ -158,7 +158,7 @@ def test_out_of_memory_moving_the_weights_back_after_a_release_is_the_same_named
         raise torch.OutOfMemoryError("CUDA out of memory (fake)")
 
     monkeypatch.setattr(encoder.runner, "_place", no_room)
-    with pytest.raises(VaeOutOfMemoryError, match="moving the VAE back"):
+    with pytest.raises(VaeOutOfMemoryError, match="moving the VAE weights onto it"):
         encoder.decode_to_uint8(torch.zeros(1, 32, 4, 4))
 
 
@@ -182,3 +182,25 @@ def test_the_original_weights_are_kept_only_while_running_in_half_precision(tiny
 
     assert LatentEncoder.load("kl", source=str(tiny_kl[1])).runner._fp32_weights is None
     assert LatentEncoder.load("kl", source=str(tiny_kl[1]), dtype="bf16").runner._fp32_weights is not None
+
+
+def test_out_of_memory_halfway_through_the_float32_cast_of_the_nan_retry_is_recovered(tiny_kl, monkeypatch):
+    from backend.interpolation.latent_encoder import LatentEncoder
+
+    model, folder = tiny_kl
+    encoder = LatentEncoder.load("kl", source=str(folder), dtype="fp16")
+    vae = encoder.runner.model
+    real_to, failed = vae.to, []
+
+    def to(*args, **kwargs):
+        if kwargs.get("dtype") == torch.float32 and not failed:
+            failed.append(1)
+            vae.encoder.to(dtype=torch.float32)  # the encoder made it, the decoder did not
+            raise torch.OutOfMemoryError("CUDA out of memory (fake)")
+        return real_to(*args, **kwargs)
+
+    monkeypatch.setattr(vae, "to", to)
+    frames = encoder.decode_to_uint8(torch.full((1, 4, 8, 8), 1e5))  # inf in float16: the NaN retry
+    assert failed and encoder.dtype == torch.float32 and frames.shape == (1, 16, 16, 3)
+    assert all(p.dtype == torch.float32 for p in vae.parameters())
+    assert torch.equal(vae.decoder.conv_out.weight, model.decoder.conv_out.weight)  # the original weights
