@@ -98,7 +98,7 @@ def peak_reset(cuda: bool) -> int | None:
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so it is not counted as "already resident"
         Path("/proc/self/clear_refs").write_text("5")  # "5" resets VmHWM to the current VmRSS (Linux >= 4.0)
-    except OSError:
+    except (OSError, AttributeError):  # not Linux, or a libc without malloc_trim (musl)
         return None
     return _proc_status_bytes("VmRSS")
 
