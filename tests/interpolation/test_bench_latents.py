@@ -28,3 +28,8 @@ def test_cpu_peak_counts_an_ops_allocation_and_is_reset_between_ops(bench):
     _, _, second = bench.measured(lambda: None, reps=1, warmup=0, cuda=False)
     assert 60 <= int(first) <= 200
     assert int(second) < 16  # the first op's high-water mark does not carry over
+
+
+def test_cpu_peak_is_a_question_mark_where_libc_has_no_malloc_trim(bench, monkeypatch):
+    monkeypatch.setattr(bench.ctypes, "CDLL", lambda name: object())  # musl: no malloc_trim
+    assert bench.measured(lambda: None, reps=1, warmup=0, cuda=False)[2] == "?"
