@@ -7,6 +7,10 @@ from one segment to the next):
 - j > 0  -> decode(slerp(z_s, z_{s+1}, t)), t = ease(j / (N_s + 1)), linear by default.
 
 Continuity: segment s+1 opens on decode(z_{s+1}), the very latent segment s was heading to.
+With `interpolation_frames: auto` and a paced caller, a segment may also grow while it plays:
+when the keyframe in flight (K_{s+2}) has already taken longer than planned, the positions not
+yet shown are spread again from the last one shown to t = 1 (see `_stretch`), so the segment
+still ends on z_{s+1} and the display slows down instead of holding.
 K_{s+1} is taken from the keyframe worker only when first needed, so the worker (one keyframe
 ahead) has a whole segment of display time to make the next one. This object is a pull-based
 iterator; the caller paces the frames. Only the thread that calls `next_frame` touches torch.
@@ -69,7 +73,7 @@ class HybridGenerator:
     def __init__(self, source: KeyframeSource, encoder: Any, settings: ScheduleSettings,
                  *, clock=time.monotonic) -> None:
         self.settings = settings
-        self.worker = KeyframeWorker(source)
+        self.worker = KeyframeWorker(source, clock=clock)
         self._encoder = encoder
         self._clock = clock
         self._resolution = tuple(settings.resolution)  # fixed for the run: latents must match
@@ -78,6 +82,7 @@ class HybridGenerator:
         self._segment = 0
         self._j = 0
         self._n = 0                                  # N_s of the current segment
+        self._j0, self._u0 = 0, 0.0                  # position j0 showed u0: u runs on to 1 at N_s + 1
         self._current: _Key | None = None            # K_s
         self._next: _Key | None = None               # K_{s+1}, taken when first needed
         self._inbetweens: torch.Tensor | None = None  # [N_s, C, h, w] latents of this segment
@@ -124,18 +129,31 @@ class HybridGenerator:
         return 1.0 / cost if cost > 0 else None
 
     def frames_for(self, settings: ScheduleSettings) -> int:
-        """N for a segment starting now: fixed, 0 in img2img mode, or from latency when auto."""
+        """N for a segment starting now: fixed, 0 in img2img mode, or from latency when auto.
+
+        Auto plans for the larger of the latency estimate and the time the keyframe in flight
+        has taken so far: after a jump in latency the estimate learns it only when that slow
+        keyframe finishes, but the segment has to be longer already.
+        """
         if settings.mode == "img2img":
             return 0
         if settings.interpolation_frames != "auto":
             return int(settings.interpolation_frames)
         fps = min(settings.fps, self.fps_cap or settings.fps)
-        latency = self.keyframe_latency
-        if latency is None:
+        latency = self._planned_latency()
+        if latency is None:  # nothing generated yet (or a folder source): one-second segments
             return max(0, round(fps) - 1)
         # A segment of N+1 frames must last at least latency * margin: (N+1)/fps >= L*margin.
         n = math.ceil(latency * settings.auto_margin * fps - 1e-9) - 1
         return max(0, min(settings.auto_max_frames, n))
+
+    def _planned_latency(self) -> float | None:
+        """max(latency estimate, time the keyframe in flight has taken so far); None until a
+        generated keyframe has been measured (there is nothing to plan against before)."""
+        latency, since = self.keyframe_latency, self.worker.in_flight_since
+        if latency is None or since is None:
+            return latency
+        return max(latency, self._clock() - since)
 
     # -- the schedule ------------------------------------------------------------------------
     def __iter__(self):
@@ -156,15 +174,16 @@ class HybridGenerator:
                 return None
             self._current = key
             self._begin_segment()
+        # From j = 1 on, and to end the segment, K_{s+1} is needed.
+        if self._j > 0 and self._next is None and not self._take_next(timeout, due):
+            return None
+        if self._j > 0 and due is not None:
+            self._stretch(due)
         if self._j > self._n:
             # Segment s is over: segment s+1 opens on K_{s+1}, the latent s was heading to.
-            if self._next is None and not self._take_next(timeout, due):
-                return None
             self._segment += 1
             self._current, self._next = self._next, None
             self._begin_segment()
-        if self._j > 0 and self._next is None and not self._take_next(timeout, due):
-            return None
         if self._j == 0:
             pixels, kind = self._keyframe_pixels(self._current), "keyframe"
             keyframe, fitted = self._current.keyframe, self._current.image
@@ -184,9 +203,44 @@ class HybridGenerator:
         if self._pending is not None:
             self.settings, self._pending = self._pending, None
         self._n = self.frames_for(self.settings)
+        self._j0, self._u0 = 0, 0.0
         self._inbetweens = None
         self._decoded.clear()
         self._decoded_upto = 0
+
+    def _stretch(self, due: float) -> None:
+        """auto: give the rest of segment s more frames when K_{s+2} will be late for s+1.
+
+        K_{s+2} (in flight since `since`) is needed at position 1 of segment s+1, which is
+        N_s - j + 2 frames after frame j (shown at `due`, or now if that has passed). Plan for
+        it to take max(estimate, elapsed) x margin, as `frames_for` does. And never open s+1
+        while K_{s+2} is overdue (it has taken the estimate and is not here): s+1 would hold one
+        frame later, so this segment gets one frame more instead. Positions j..N' are then
+        re-spread from the one shown last, so the segment still ends exactly on z_{s+1}.
+        """
+        settings, since, latency = self.settings, self.worker.in_flight_since, self._planned_latency()
+        if (settings.interpolation_frames != "auto" or settings.mode == "img2img"
+                or since is None or latency is None):
+            return
+        now = self._clock()
+        fps = min(settings.fps, self.fps_cap or settings.fps)
+        arrival = since + latency * settings.auto_margin
+        n = math.ceil((arrival - max(now, due)) * fps - 1e-9) + self._j - 2
+        if self._j > self._n and now - since >= self.keyframe_latency:
+            n = max(n, self._j)
+        n = min(n, settings.auto_max_frames)
+        if n <= self._n:
+            return
+        last = self._j - 1
+        self._j0, self._u0 = last, self._u(last)  # frame j-1 stays where it was shown
+        self._n = n
+        self._inbetweens = None                    # decoded-ahead frames had the old spacing
+        self._decoded.clear()
+        self._decoded_upto = last
+
+    def _u(self, j):
+        """Linear progress of position j (int or tensor) through the segment: u0 at j0, 1 at N_s + 1."""
+        return self._u0 + (1.0 - self._u0) * (j - self._j0) / (self._n + 1 - self._j0)
 
     def prepare(self, until: float) -> None:
         """Spend the idle time before `until` (monotonic) on work the coming frames need.
@@ -253,7 +307,7 @@ class HybridGenerator:
         return key.pixels
 
     def _inbetween_pixels(self) -> np.ndarray:
-        t = ease(self._j / (self._n + 1), self.settings.easing)
+        t = ease(self._u(self._j), self.settings.easing)
         if not self._vae():
             a = np.asarray(self._current.image, dtype=np.float32)
             b = np.asarray(self._next.image, dtype=np.float32)
@@ -266,8 +320,8 @@ class HybridGenerator:
         """Decode the next `count` (>= 1) in-betweens of this segment into the serving queue."""
         if self._inbetweens is None:
             z0, z1 = self._latent(self._current), self._latent(self._next)
-            t = torch.arange(1, self._n + 1, dtype=torch.float32) / (self._n + 1)  # [N]
-            t = ease(t, self.settings.easing).to(z0.device)
+            u = self._u(torch.arange(1, self._n + 1, dtype=torch.float64)).float()  # [N]
+            t = ease(u, self.settings.easing).to(z0.device)
             blend = slerp if self.settings.interpolation_method == "spherical" else lerp
             self._inbetweens = blend(z0, z1, t)[:, 0]  # [N, 1, C, h, w] -> [N, C, h, w]
         first = self._decoded_upto

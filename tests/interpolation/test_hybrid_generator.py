@@ -353,3 +353,122 @@ def test_a_clock_too_coarse_to_see_a_decode_does_not_break_the_batch_budgets(clo
     gen.prepare(until=6.0)
     assert [f.position for f in frames] == [0, 1, 2, 3, 4, 5, 0, 1]
     assert gen.decode_seconds > 0 and gen.fps_cap is not None
+
+
+class GatedSource:
+    """Keyframe n is a flat colour seeded by n (far apart, so a wrong t shows in every pixel);
+    it reports `latencies[n]` s and finishes only when the test calls `finish()`."""
+
+    def __init__(self, latencies: list[float]) -> None:
+        self.latencies = latencies
+        self.calls = 0
+        self._gate = threading.Semaphore(0)
+        self._closed = threading.Event()
+
+    @staticmethod
+    def image(number: int) -> Image.Image:
+        colour = np.random.default_rng(number).integers(0, 256, 3)
+        return Image.new("RGB", (48, 40), tuple(int(c) for c in colour))
+
+    def next_keyframe(self, previous):
+        number = self.calls
+        self.calls += 1
+        while not self._gate.acquire(timeout=0.02):
+            if self._closed.is_set():
+                return None
+        return FakeKeyframe(self.image(number), number, seconds=self.latencies[number])
+
+    def finish(self) -> None:
+        self._gate.release()
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def wait_until(condition, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the keyframe thread did not get there"
+        time.sleep(0.002)
+
+
+def play_paced(gen: HybridGenerator, source: GatedSource, clock: FakeClock, fps: float, count: int) -> list:
+    """The daemon's loop on a fake clock: right after a frame is shown, ask for the one due 1/fps
+    later and prepare it; the keyframe in flight finishes once its latency has passed on the clock.
+    Returns what next_frame gave at each tick (None: the display held)."""
+    wait_until(lambda: gen.worker.in_flight_since is not None)  # K_0 asked for at clock 0
+    results, tick = [], 0
+    while sum(f is not None for f in results) < count:
+        assert tick < 10 * count, "the display held for good"
+        clock.now = tick / fps
+        tick += 1
+        since, made = gen.worker.in_flight_since, gen.worker.made
+        if since is not None and clock.now >= since + source.latencies[made]:
+            source.finish()
+            wait_until(lambda: gen.worker.made > made)
+        frame = gen.next_frame(timeout=0.05, due=clock.now + 1 / fps)
+        if frame is not None:
+            gen.prepare(until=clock.now + 1 / fps)
+        results.append(frame)
+    return results
+
+
+def test_auto_frames_plan_for_a_keyframe_in_flight_that_already_took_longer_than_the_estimate(closing):
+    clock = FakeClock(100.0)
+    source = GatedSource([1.0, 1.0, 1.0])
+    gen = HybridGenerator(source, PoolEncoder(), ScheduleSettings(resolution=RES), clock=clock).start()
+    closing(gen)
+    auto = ScheduleSettings(resolution=RES, interpolation_frames="auto", fps=10, auto_margin=1.2)
+    source.finish()
+    wait_until(lambda: gen.worker.made == 1)  # K_0 took 1.0 s: the estimate
+    assert gen.worker.take(timeout=1) is not None  # K_1 asked for at 100.0
+    assert gen.frames_for(auto) == 11
+    clock.now = 103.0  # K_1 has taken 3 s and is not done: the estimate cannot know yet
+    assert gen.keyframe_latency == 1.0
+    assert gen.frames_for(auto) == 35  # 36 frames at 10 fps = 3.0 s x 1.2
+
+
+def test_auto_segment_stretches_while_a_late_keyframe_is_in_flight_and_still_ends_on_the_next_latent(closing):
+    fps = 4.0
+    clock = FakeClock()
+    source = GatedSource([1.0] * 6 + [3.0] * 10)  # K_6 onwards take three times as long
+    settings = ScheduleSettings(resolution=RES, interpolation_frames="auto", fps=fps, auto_margin=1.25)
+    gen = HybridGenerator(source, PoolEncoder(), settings, clock=clock).start()
+    closing(gen)
+    results = play_paced(gen, source, clock, fps, 45)
+    frames = [f for f in results if f is not None]
+    # Buffering before the first in-between is not a stall; after it the display never holds.
+    first_inbetween = next(i for i, f in enumerate(results) if f is not None and f.position == 1)
+    assert None not in results[first_inbetween:] and gen.stalls == 0
+    # Some segment grew while it played (the one playing while K_6 was late), and none shrank.
+    by_segment: dict[int, list] = {}
+    for f in frames:
+        by_segment.setdefault(f.segment, []).append(f)
+    sizes = [[f.segment_frames for f in seg] for seg in by_segment.values()]
+    assert any(len(set(s)) > 1 for s in sizes) and all(s == sorted(s) for s in sizes)
+    # Every picture is on the arc from z_s to z_{s+1}: each frame covers an equal share of what is
+    # left of the segment over the frames left (the same rule with or without a stretch), so the
+    # segment ends exactly where segment s+1 opens: on decode(z_{s+1}).
+    reference = PoolEncoder()
+    z = [reference.encode([fit_cover(GatedSource.image(n), RES)]) for n in range(len(by_segment) + 1)]
+    for s, seg in by_segment.items():
+        assert seg[0].position == 0 and [f.position for f in seg] == list(range(len(seg)))
+        assert np.array_equal(seg[0].pixels, reference.decode_to_uint8(z[s])[0])
+        t = 0.0
+        for f in seg[1:]:
+            t += (1.0 - t) / (f.segment_frames + 1 - f.position)
+            expected = reference.decode_to_uint8(slerp(z[s], z[s + 1], t))[0]
+            assert np.abs(f.pixels.astype(int) - expected).max() <= 1, (s, f.position)
+        if s + 1 in by_segment:  # a finished segment: its last in-between is the last position
+            assert len(seg) == seg[-1].segment_frames and t < 1.0
+
+
+def test_fixed_segments_never_stretch_so_a_late_keyframe_holds_the_display(closing):
+    fps = 4.0
+    clock = FakeClock()
+    source = GatedSource([1.0] * 6 + [3.0] * 10)
+    settings = ScheduleSettings(resolution=RES, interpolation_frames=4, fps=fps)
+    gen = HybridGenerator(source, PoolEncoder(), settings, clock=clock).start()
+    closing(gen)
+    frames = [f for f in play_paced(gen, source, clock, fps, 40) if f is not None]
+    assert {f.segment_frames for f in frames} == {5} and gen.stalls >= 1
