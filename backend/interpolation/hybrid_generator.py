@@ -89,8 +89,8 @@ class HybridGenerator:
         self._decoded: deque[np.ndarray] = deque()   # decoded in-betweens not yet served
         self._decoded_upto = 0                       # in-betweens 1..this of the segment decoded
         self._need_since: float | None = None        # when a missing keyframe was first needed
-        self.stalls = 0                  # waits for a keyframe after the first segment
-        self.stall_seconds = 0.0
+        self._stalls = 0                 # finished waits for a keyframe after the first segment
+        self._stall_seconds = 0.0
         self.waiting = False             # the last next_frame() call returned None
         self.decode_seconds: float | None = None  # EMA per decoded frame
         self.write_seconds: float | None = None   # EMA per written frame (record_write)
@@ -123,10 +123,25 @@ class HybridGenerator:
         return self.worker.latency.value
 
     @property
+    def stalls(self) -> int:
+        """Waits for a keyframe after the first segment, the one going on now included."""
+        return self._stalls + (1 if self._stall_so_far() > 0.001 else 0)
+
+    @property
+    def stall_seconds(self) -> float:
+        """Total time of those waits, the one going on now counted up to now."""
+        return self._stall_seconds + self._stall_so_far()
+
+    @property
     def fps_cap(self) -> float | None:
         """Frames per second that decode + write sustain on this machine (None: not measured)."""
         cost = (self.decode_seconds or 0.0) + (self.write_seconds or 0.0)
         return 1.0 / cost if cost > 0 else None
+
+    def effective_fps(self, target: float) -> float:
+        """The rate to pace frames at: `target`, or `fps_cap` once measured and lower."""
+        cap = self.fps_cap
+        return target if cap is None else min(target, cap)
 
     def frames_for(self, settings: ScheduleSettings) -> int:
         """N for a segment starting now: fixed, 0 in img2img mode, or from latency when auto.
@@ -139,7 +154,7 @@ class HybridGenerator:
             return 0
         if settings.interpolation_frames != "auto":
             return int(settings.interpolation_frames)
-        fps = min(settings.fps, self.fps_cap or settings.fps)
+        fps = self.effective_fps(settings.fps)
         latency = self._planned_latency()
         if latency is None:  # nothing generated yet (or a folder source): one-second segments
             return max(0, round(fps) - 1)
@@ -223,7 +238,7 @@ class HybridGenerator:
                 or since is None or latency is None):
             return
         now = self._clock()
-        fps = min(settings.fps, self.fps_cap or settings.fps)
+        fps = self.effective_fps(settings.fps)
         arrival = since + latency * settings.auto_margin
         n = math.ceil((arrival - max(now, due)) * fps - 1e-9) + self._j - 2
         if self._j > self._n and now - since >= self.keyframe_latency:
@@ -283,9 +298,15 @@ class HybridGenerator:
         waited = self._clock() - self._need_since
         self._need_since = None
         if self._segment >= 1 and waited > 0.001:
-            self.stalls += 1
-            self.stall_seconds += waited
+            self._stalls += 1
+            self._stall_seconds += waited
         return self._wrap(keyframe)
+
+    def _stall_so_far(self) -> float:
+        """Seconds the display has held so far for a keyframe that has not come yet (0: none)."""
+        if not self.waiting or self._need_since is None or self._segment < 1:
+            return 0.0
+        return max(0.0, self._clock() - self._need_since)
 
     # -- pixels ------------------------------------------------------------------------------
     def _vae(self) -> bool:
@@ -334,7 +355,7 @@ class HybridGenerator:
         # the frame after it late; the first chunk of a run is one frame (cost unknown).
         if self.decode_seconds is None:
             return 1
-        budget = 1.0 / self.settings.fps - (self.write_seconds or 0.0)
+        budget = 1.0 / self.effective_fps(self.settings.fps) - (self.write_seconds or 0.0)
         return max(1, min(self.settings.max_batch, int(budget / self.decode_seconds)))
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:

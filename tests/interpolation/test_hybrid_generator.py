@@ -472,3 +472,30 @@ def test_fixed_segments_never_stretch_so_a_late_keyframe_holds_the_display(closi
     closing(gen)
     frames = [f for f in play_paced(gen, source, clock, fps, 40) if f is not None]
     assert {f.segment_frames for f in frames} == {5} and gen.stalls >= 1
+
+
+def test_effective_fps_is_the_target_until_decode_and_write_are_measured_to_sustain_less():
+    gen = HybridGenerator(FakeSource(), PoolEncoder(), ScheduleSettings(resolution=RES))
+    assert gen.fps_cap is None and gen.effective_fps(12.0) == 12.0
+    gen.decode_seconds, gen.write_seconds = 0.15, 0.05
+    assert gen.effective_fps(12.0) == pytest.approx(5.0)
+    assert gen.effective_fps(3.0) == 3.0
+
+
+def test_a_stall_in_progress_shows_in_stalls_and_stall_seconds_before_it_ends(closing):
+    clock = FakeClock(10.0)
+    source = GatedSource([0.5, 0.5, 0.5])
+    gen = HybridGenerator(source, PoolEncoder(), ScheduleSettings(resolution=RES, interpolation_frames=1),
+                          clock=clock).start()
+    closing(gen)
+    source.finish()
+    source.finish()
+    assert [gen.next_frame(timeout=5, due=10.0).position for _ in range(3)] == [0, 1, 0]  # into segment 1
+    assert gen.next_frame(timeout=0.01, due=10.0) is None  # (1, 1) needs K_2, which is late
+    clock.now = 12.0
+    assert (gen.stalls, gen.stall_seconds) == (1, 2.0)  # counted while the display holds
+    source.finish()
+    wait_until(lambda: gen.worker.made == 3)
+    clock.now = 12.5
+    assert gen.next_frame(timeout=5, due=12.5).position == 1
+    assert (gen.stalls, gen.stall_seconds) == (1, 2.5)  # the same stall, not counted twice
