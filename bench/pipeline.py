@@ -8,6 +8,14 @@ keyframes in the slot, and the seed guide's sequential loop (a keyframe generate
 at every keyframe slot plus a second one, the interpolation target, at position 1). Prints the
 wall time for `frames` frames against its lower bound, stalls, frame intervals against 1/fps,
 the per-frame cost split and the picture step at keyframe boundaries vs inside segments.
+
+The lower bound is the larger of two. Generation: keyframes are made one after another, so the
+frames shown take at least the sum of the configured latencies (what the fake slept, logged per
+job, so exact across the switch) of the keyframes they need under the continuity schedule:
+K_0..K_S when S+1 segments were shown, plus K_{S+1} when the last frame is an in-between. That
+count is the same for every scenario, so the sequential loop's second keyframe per segment earns
+no credit. Frames: K_0 and K_1 before frame 1, then one frame period per frame.
+
 The VAE is the real TAEF2 tiny autoencoder from ../shared/models/taesd (CPU, fp32).
 """
 
@@ -34,6 +42,7 @@ from backend.interpolation.spherical_lerp import slerp  # noqa: E402
 from backend.shutdown import Shutdown  # noqa: E402
 from backend.status import StatusWriter, new_status  # noqa: E402
 from tests.fake_comfyui import FakeComfyUI  # noqa: E402
+from tests.fake_comfyui.executor import Executor  # noqa: E402
 
 TAESD = Path(__file__).resolve().parents[2] / "shared" / "models" / "taesd"
 
@@ -62,18 +71,36 @@ class Timed:
         LatentEncoder.decode_to_uint8, LatentEncoder.encode = decode_to_uint8, encode
 
 
+class JobLog:
+    """Wraps the fake's Executor.run to log, per job, when it started and the latency it slept."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[float, float]] = []  # (monotonic start, configured latency s)
+        run = Executor.run
+
+        async def logged(executor, job):
+            self.jobs.append((time.monotonic(), executor.fake.latency + 0.0))
+            return await run(executor, job)
+
+        Executor.run = logged
+
+
 class Run:
     """What one scenario recorded: per-frame write time, position, pixels and cost split."""
 
     def __init__(self, name: str) -> None:
         self.name, self.times, self.positions, self.pixels = name, [], [], []
+        self.segments: list[tuple[int, int]] = []  # (segment, segment_frames) of each frame
         self.png, self.write, self.status = [], [], []
         self.start = 0.0
-        self.stalls, self.stall_seconds, self.keyframes, self.segment_frames = 0, 0.0, 0, set()
+        self.stalls, self.stall_seconds, self.keyframes = 0, 0.0, 0
+        self.latencies: list[float] = []  # configured latency of keyframe k (job k of the run)
 
-    def record(self, pixels, position: int, png_ms: float, write_ms: float, status_ms: float) -> None:
+    def record(self, pixels, position: int, png_ms: float, write_ms: float, status_ms: float,
+               segment: tuple[int, int]) -> None:
         self.times.append(time.monotonic())
         self.positions.append(position)
+        self.segments.append(segment)
         self.pixels.append(pixels.astype(np.int16))
         self.png.append(png_ms)
         self.write.append(write_ms)
@@ -97,8 +124,8 @@ class BenchDaemon(Daemon):
     def _show(self, frame) -> None:
         super()._show(frame)
         timings = self.writer.last_timings
-        self.run_record.record(frame.pixels, frame.position, timings.encode_ms, timings.write_ms, self.status_ms)
-        self.run_record.segment_frames.add(frame.segment_frames)
+        self.run_record.record(frame.pixels, frame.position, timings.encode_ms, timings.write_ms, self.status_ms,
+                               (frame.segment, frame.segment_frames))
         if self.on_frame is not None:
             self.on_frame(len(self.run_record.times))
 
@@ -115,15 +142,21 @@ def make_config(out: Path, url: str, args, **hybrid_display):
         "display": display, "control": {"file": None}, "logging": {"file": None, "level": "WARNING"}})
 
 
-def run_daemon(name, config, frames, on_frame=None) -> Run:
+def run_daemon(name, config, frames, jobs: JobLog, on_frame=None) -> Run:
     record = Run(name)
+    first = len(jobs.jobs)
     BenchDaemon(config, Path("nonexistent.yaml"), Shutdown(), run=record, on_frame=on_frame).run(frames)
+    mine = jobs.jobs[first:]
+    record.latencies = [latency for _, latency in mine]
+    if mine:  # the worker starts K_0 just before the play loop: the wall time includes all of it
+        record.start = min(record.start, mine[0][0])
     return record
 
 
-def run_sequential(config, frames: int, n: int) -> Run:
+def run_sequential(config, frames: int, n: int, jobs: JobLog) -> Run:
     """The seed guide's loop: everything on one thread, each diffusion run blocks the display."""
     record = Run("seed guide (sequential)")
+    first = len(jobs.jobs)
     source, client = build_source(config)
     encoder = build_encoder(config)
     size = tuple(config.generation.resolution)
@@ -151,35 +184,65 @@ def run_sequential(config, frames: int, n: int) -> Run:
         t = time.perf_counter()
         status.write(new_status(state="live", frame=index))
         timings = writer.last_timings
-        record.record(pixels, j, timings.encode_ms, timings.write_ms, (time.perf_counter() - t) * 1e3)
+        record.record(pixels, j, timings.encode_ms, timings.write_ms, (time.perf_counter() - t) * 1e3,
+                      (index // (n + 1), n + 1))
         deadline += period
         if deadline < time.monotonic():
             deadline = time.monotonic() + period
-    record.segment_frames.add(n + 1)
     source.close()
+    record.latencies = [latency for _, latency in jobs.jobs[first:]]
     return record
 
 
-def summarize(record: Run, args, latency_of) -> dict:
+def keyframes_needed(positions: list[int]) -> int:
+    """Keyframes the frames shown need under the continuity schedule: K_0..K_S for S+1
+    segments shown, and K_{S+1} too when the last frame is an in-between (it heads there)."""
+    segments = sum(1 for p in positions if p == 0)
+    return segments + (1 if positions and positions[-1] != 0 else 0)
+
+
+def picture_steps(pixels: list, positions: list[int]) -> tuple[float, float]:
+    """Mean |step| between consecutive frames into a keyframe slot, and everywhere else."""
+    steps = [np.abs(b - a).mean() for a, b in zip(pixels, pixels[1:])]
+    boundary = [s for s, p in zip(steps, positions[1:]) if p == 0]
+    inside = [s for s, p in zip(steps, positions[1:]) if p != 0]
+    return (statistics.fmean(boundary) if boundary else math.nan), statistics.fmean(inside)
+
+
+def segment_sizes(segments: list[tuple[int, int]]) -> str:
+    """N of each segment as it ended, changes only ("5→15"), and how many grew while playing."""
+    final: dict[int, int] = {}
+    grew = set()
+    for segment, frames in segments:
+        if segment in final and frames != final[segment]:
+            grew.add(segment)
+        final[segment] = frames
+    sizes = [n - 1 for n in final.values()]
+    changes = [n for i, n in enumerate(sizes) if i == 0 or n != sizes[i - 1]]
+    text = "→".join(map(str, changes)) if len(changes) <= 4 else f"{changes[0]}→…→{changes[-1]}"
+    return text + (f" ({len(grew)} stretched)" if grew else "")
+
+
+def summarize(record: Run, args) -> dict:
     period = 1.0 / args.fps
-    n_first = min(record.segment_frames) if record.segment_frames else args.n + 1
+    n_first = sum(1 for segment, _ in record.segments if segment == 0)  # buffering, not playing
     intervals = np.diff(record.times[n_first:]) if len(record.times) > n_first + 1 else np.array([period])
     wall = record.times[-1] - record.start
-    # Lower bound: keyframes are made one after another (K_0 and K_1 before frame 1), and frames
-    # 1..F-1 cannot come faster than 1/fps.
-    generation = sum(latency_of(k) for k in range(record.keyframes))
-    bound = max(generation, latency_of(0) + latency_of(1) + (len(record.times) - 2) * period)
-    steps = [np.abs(b - a).mean() for a, b in zip(record.pixels, record.pixels[1:])]
-    boundary = [s for s, p in zip(steps, record.positions[1:]) if p == 0]
-    inside = [s for s, p in zip(steps, record.positions[1:]) if p != 0]
+    needed = keyframes_needed(record.positions)
+    latency = record.latencies
+    generation = sum(latency[:needed])
+    frames = latency[0] + latency[1] + (len(record.times) - 2) * period
+    bound = max(generation, frames)
+    step_k, step_i = picture_steps(record.pixels, record.positions)
     holds = [i for i in intervals if i > 1.5 * period]
     return dict(
         name=record.name, wall=wall, bound=bound, ratio=wall / bound, keyframes=record.keyframes,
+        needed=needed, generation=generation, frames=frames,
         stalls=record.stalls if record.name != "seed guide (sequential)" else len(holds),
         stall_s=record.stall_seconds if record.name != "seed guide (sequential)" else sum(holds) - len(holds) * period,
         p50=np.percentile(intervals, 50) / period, p95=np.percentile(intervals, 95) / period,
-        max=intervals.max() / period, n=",".join(map(str, sorted(s - 1 for s in record.segment_frames))),
-        step_k=statistics.fmean(boundary) if boundary else math.nan, step_i=statistics.fmean(inside),
+        max=intervals.max() / period, n=segment_sizes(record.segments),
+        step_k=step_k, step_i=step_i,
         png=statistics.median(record.png), write=statistics.median(record.write),
         status=statistics.median(record.status))
 
@@ -200,49 +263,45 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if not (TAESD / "taef2_encoder.pth").is_file():
         sys.exit(f"needs the TAEF2 weights at {TAESD}")
-    timed = Timed()
+    timed, jobs = Timed(), JobLog()
     rows = []
     with FakeComfyUI(latency=args.latency) as fake:
-        base = args.latency + 0.02  # the fake's sleep plus upload/queue/fetch on this machine
         scenarios = [
-            ("fixed N", {}, None, lambda k: base),
-            ("auto N", {"interpolation_frames": "auto"}, None, lambda k: base),
-            ("auto N, L x3 at frame 50", {"interpolation_frames": "auto"}, "triple", None),
-            ("fixed N, raw keyframe slot", {"show_raw_keyframes": True}, None, lambda k: base),
+            ("fixed N", {}, None),
+            ("auto N", {"interpolation_frames": "auto"}, None),
+            ("auto N, L x3 at frame 50", {"interpolation_frames": "auto"}, 3.0),
+            ("fixed N, raw keyframe slot", {"show_raw_keyframes": True}, None),
         ]
-        for name, hybrid, hook, latency_of in scenarios:
+        for name, hybrid, factor in scenarios:
             fake.latency = args.latency
             costs = (timed.decode, timed.decoded)
-            switched = {}
 
-            def on_frame(count, hook=hook, switched=switched):
-                if hook == "triple" and count == 50:
-                    fake.latency = 3 * args.latency
-                    switched["at_keyframe"] = True
+            def on_frame(count, factor=factor):
+                # The fake reads its latency when a job starts: the job log says which had which.
+                if factor is not None and count == 50:
+                    fake.latency = factor * args.latency
 
             config = make_config(args.out / name.replace(" ", "_").replace(",", ""), fake.url, args, **hybrid)
-            record = run_daemon(name, config, args.frames, on_frame)
-            if latency_of is None:  # roughly half the keyframes were made at 3x
-                half = record.keyframes // 2
-                latency_of = lambda k, half=half: base if k < half else 3 * args.latency + 0.02  # noqa: E731
-            row = summarize(record, args, latency_of)
+            record = run_daemon(name, config, args.frames, jobs, on_frame)
+            row = summarize(record, args)
             row["decode"] = (timed.decode - costs[0]) / max(1, timed.decoded - costs[1]) * 1e3
             rows.append(row)
         fake.latency = args.latency
         costs = (timed.decode, timed.decoded)
-        record = run_sequential(make_config(args.out / "sequential", fake.url, args), args.frames, args.n)
-        row = summarize(record, args, lambda k: base)
+        record = run_sequential(make_config(args.out / "sequential", fake.url, args), args.frames, args.n, jobs)
+        row = summarize(record, args)
         row["decode"] = (timed.decode - costs[0]) / max(1, timed.decoded - costs[1]) * 1e3
         rows.append(row)
     print(f"\nL = {args.latency} s per keyframe, target {args.fps} fps (1/f = {1000 / args.fps:.0f} ms), "
           f"{args.frames} frames, {args.resolution}x{args.resolution}, TAEF2 on CPU ({args.threads} thread); "
           f"keyframe encode {timed.encode / max(1, timed.encoded) * 1e3:.1f} ms\n")
-    print("| scenario | N | wall s | lower bound s | wall/bound | keyframes | stalls | stall s | "
-          "interval p50/p95/max x 1/f | decode ms | PNG ms | write ms | status ms | step at keyframe | "
-          "step inside | ratio |")
+    print("| scenario | N | wall s | bound: generation / frames s | wall/bound | keyframes made / needed | "
+          "stalls | stall s | interval p50/p95/max x 1/f | decode ms | PNG ms | write ms | status ms | "
+          "step at keyframe | step inside | ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['n']} | {r['wall']:.2f} | {r['bound']:.2f} | {r['ratio']:.3f} | {r['keyframes']} | "
+        print(f"| {r['name']} | {r['n']} | {r['wall']:.2f} | {r['generation']:.2f} / {r['frames']:.2f} | "
+              f"{r['ratio']:.3f} | {r['keyframes']} / {r['needed']} | "
               f"{r['stalls']} | {r['stall_s']:.2f} | {r['p50']:.2f} / {r['p95']:.2f} / {r['max']:.2f} | "
               f"{r['decode']:.1f} | {r['png']:.2f} | {r['write']:.2f} | {r['status']:.2f} | {r['step_k']:.2f} | "
               f"{r['step_i']:.2f} | {r['step_k'] / r['step_i']:.2f} |")
