@@ -16,6 +16,9 @@ K_0..K_S when S+1 segments were shown, plus K_{S+1} when the last frame is an in
 count is the same for every scenario, so the sequential loop's second keyframe per segment earns
 no credit. Frames: K_0 and K_1 before frame 1, then one frame period per frame.
 
+Then, unless --easing-segments 0, the picture step at keyframe boundaries vs inside segments for each
+easing curve (linear, smoothstep, cosine): the real schedule on the same keyframes, fixed N,
+pulled unpaced (no timing involved).
 The VAE is the real TAEF2 tiny autoencoder from ../shared/models/taesd (CPU, fp32).
 """
 
@@ -27,6 +30,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -37,8 +41,9 @@ from backend.config import parse_config  # noqa: E402
 from backend.daemon import Daemon  # noqa: E402
 from backend.frame_writer import FrameWriter  # noqa: E402
 from backend.images import fit_cover  # noqa: E402
+from backend.interpolation.hybrid_generator import HybridGenerator, ScheduleSettings  # noqa: E402
 from backend.interpolation.latent_encoder import LatentEncoder  # noqa: E402
-from backend.interpolation.spherical_lerp import slerp  # noqa: E402
+from backend.interpolation.spherical_lerp import EASINGS, slerp  # noqa: E402
 from backend.shutdown import Shutdown  # noqa: E402
 from backend.status import StatusWriter, new_status  # noqa: E402
 from tests.fake_comfyui import FakeComfyUI  # noqa: E402
@@ -247,6 +252,41 @@ def summarize(record: Run, args) -> dict:
         status=statistics.median(record.status))
 
 
+class ListSource:
+    """Keyframes from a list, as a folder would give them (no latency: nothing is timed here)."""
+
+    def __init__(self, images: list) -> None:
+        self.images = list(images)
+
+    def next_keyframe(self, previous):
+        image = self.images.pop(0) if self.images else None
+        return None if image is None else SimpleNamespace(image=image, generated=False)
+
+
+def easing_steps(config, n: int, segments: int) -> list[dict]:
+    """The picture step at keyframe boundaries vs inside segments for each easing curve: the real
+    schedule (fixed N, decode(z_s) in the slot) over the same `segments + 1` keyframes."""
+    source, _ = build_source(config)
+    images = [source.next_keyframe(None).image]
+    while len(images) < segments + 1:
+        images.append(source.next_keyframe(images[-1]).image)
+    source.close()
+    encoder = build_encoder(config)
+    rows = []
+    for easing in EASINGS:
+        settings = ScheduleSettings(resolution=tuple(config.generation.resolution), interpolation_frames=n,
+                                    easing=easing, max_batch=config.vae.max_batch)
+        gen = HybridGenerator(ListSource(images), encoder, settings).start()
+        frames = [gen.next_frame(timeout=10) for _ in range(segments * (n + 1) + 1)]
+        gen.close()
+        pixels = [f.pixels.astype(np.int16) for f in frames]
+        step_k, step_i = picture_steps(pixels, [f.position for f in frames])
+        inside = [np.abs(b - a).mean() for a, b, f in zip(pixels, pixels[1:], frames[1:]) if f.position != 0]
+        rows.append(dict(easing=easing, step_k=step_k, step_i=step_i,
+                         slowest=min(inside) / step_i, fastest=max(inside) / step_i))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.5, help="fake keyframe latency L, s")
@@ -258,6 +298,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: on a shared 2-core machine two threads spin against "
                              "other processes and decode ~10x slower)")
+    parser.add_argument("--easing-segments", type=int, default=6,
+                        help="segments per easing curve in the easing table (0: skip it)")
     args = parser.parse_args()
     import torch
     torch.set_num_threads(args.threads)
@@ -292,6 +334,9 @@ def main() -> None:
         row = summarize(record, args)
         row["decode"] = (timed.decode - costs[0]) / max(1, timed.decoded - costs[1]) * 1e3
         rows.append(row)
+        fake.latency = 0.0
+        easing = (easing_steps(make_config(args.out / "easing", fake.url, args), args.n, args.easing_segments)
+                  if args.easing_segments > 0 else [])
     print(f"\nL = {args.latency} s per keyframe, target {args.fps} fps (1/f = {1000 / args.fps:.0f} ms), "
           f"{args.frames} frames, {args.resolution}x{args.resolution}, TAEF2 on CPU ({args.threads} thread); "
           f"keyframe encode {timed.encode / max(1, timed.encoded) * 1e3:.1f} ms\n")
@@ -305,6 +350,14 @@ def main() -> None:
               f"{r['stalls']} | {r['stall_s']:.2f} | {r['p50']:.2f} / {r['p95']:.2f} / {r['max']:.2f} | "
               f"{r['decode']:.1f} | {r['png']:.2f} | {r['write']:.2f} | {r['status']:.2f} | {r['step_k']:.2f} | "
               f"{r['step_i']:.2f} | {r['step_k'] / r['step_i']:.2f} |")
+    if easing:
+        print(f"\nEasing, N = {args.n}, {args.easing_segments} segments on the same keyframes (mean |step| "
+              "per pixel, 0-255; slowest / fastest in-segment step x the mean):\n")
+        print("| easing | step at keyframe | step inside | ratio | slowest / fastest step inside |")
+        print("|---|---|---|---|---|")
+        for r in easing:
+            print(f"| {r['easing']} | {r['step_k']:.2f} | {r['step_i']:.2f} | {r['step_k'] / r['step_i']:.2f} | "
+                  f"{r['slowest']:.2f} / {r['fastest']:.2f} |")
 
 
 if __name__ == "__main__":
