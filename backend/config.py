@@ -90,7 +90,7 @@ class KeyframesConfig:
 
 @dataclass(frozen=True)
 class VaeConfig:
-    kind: str = "kl"                          # "kl" (the SD VAE) | "tiny" (TAESD-family, ~10x faster, softer)
+    kind: str = "auto"                        # "auto" (kl on CUDA, tiny on a CPU) | "kl" (the SD VAE) | "tiny" (TAESD)
     source: str | None = None                 # path (absolute after loading) or Hugging Face id; None = search
     family: str = "auto"                      # "auto" | "sd1" | "sdxl" | "sd3" | "flux1" | "flux2"
     device: str = "auto"                      # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
@@ -180,7 +180,7 @@ def parse_config(data: Any, source: str = "<dict>", base_dir: str | Path | None 
                         value=s.get("value", _c.integer(0, 2**64 - 1))))
     v = root.sub("vae", VaeConfig)
     vae = VaeConfig(
-        kind=v.get("kind", _c.choice("kl", "tiny")), source=v.get("source", v.model_source),
+        kind=v.get("kind", _c.choice("auto", "kl", "tiny")), source=v.get("source", v.model_source),
         family=v.get("family", _c.choice("auto", "sd1", "sdxl", "sd3", "flux1", "flux2")),
         device=v.get("device", _c.device), dtype=v.get("dtype", _c.choice("auto", "float32", "float16", "bfloat16")),
         max_batch=v.get("max_batch", _c.integer(1, 64)),

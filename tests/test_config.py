@@ -281,7 +281,7 @@ def test_watcher_reports_restart_only_keys_and_does_not_apply_them(tmp_path, cap
     with caplog.at_level(logging.WARNING):
         new = watcher.poll()
     assert new is not None and new.display.fps == 15.0
-    assert new.display.output_dir == tmp_path / "output" and new.vae.kind == "kl"
+    assert new.display.output_dir == tmp_path / "output" and new.vae.kind == "auto"
     assert new.generation.resolution == (512, 512)
     for key in ("display.output_dir", "vae.kind", "generation.resolution"):
         assert key in caplog.text

@@ -87,8 +87,11 @@ class LatentEncoder:
         ``tile_threshold`` is a pixel count (H*W) above which the kl kind decodes/encodes in tiles of
         ``tile_size`` x ``tile_size`` pixels (25% overlap, blended).
         """
+        if kind == "auto":
+            return cls._load_auto(source=source, family=family, device=device, dtype=dtype, comfyui_dir=comfyui_dir,
+                                  max_batch=max_batch, tile_threshold=tile_threshold, tile_size=tile_size)
         if kind not in KINDS:
-            raise ValueError(f"unknown VAE kind {kind!r}; choose one of {', '.join(KINDS)}")
+            raise ValueError(f"unknown VAE kind {kind!r}; choose auto or one of {', '.join(KINDS)}")
         if family != "auto" and family not in FAMILIES:
             raise ValueError(f"unknown VAE family {family!r}; choose auto or one of {', '.join(FAMILIES)}")
         if kind == "kl" and family == "flux2":
@@ -108,6 +111,29 @@ class LatentEncoder:
             log.info("VAE %s (%s) loaded from %s on %s/%s", kind, fam, src.describe(), dev, runner.dtype)
             return cls(runner, kind, fam, scale, shift, src.describe())
         raise VaeNotFoundError(FIX_ADVICE[kind], tried)
+
+    @classmethod
+    def _load_auto(cls, **options) -> "LatentEncoder":
+        """``auto``: kl on CUDA (sharp, tens of ms a frame), tiny on a CPU (where the SD VAE takes
+        seconds a frame); either falls back to the other kind when its weights are nowhere."""
+        on_gpu = pick_device(options["device"]).type == "cuda"
+        order = ("tiny",) if options["family"] == "flux2" else ("kl", "tiny") if on_gpu else ("tiny", "kl")
+        missing: list[VaeNotFoundError] = []
+        for kind in order:
+            try:
+                encoder = cls.load(kind=kind, **options)
+            except VaeNotFoundError as exc:
+                missing.append(exc)
+                continue
+            if missing and options["source"] is None:
+                log.warning("vae.kind auto: no %s weights found, so the %s kind runs here%s", order[0], kind,
+                            "" if on_gpu else " at several seconds a frame; for ~0.5 s a frame put "
+                            "taesd_encoder.pth + taesd_decoder.pth in ComfyUI's models/vae_approx and set "
+                            "vae.comfyui_dir")
+            return encoder
+        advice = " Or: ".join(FIX_ADVICE[kind] for kind in order)
+        raise VaeNotFoundError(f"vae.kind auto found no VAE of either kind. {advice}",
+                               [place for exc in missing for place in exc.tried])
 
     def encode(self, images: list[Image.Image]) -> Tensor:
         """RGB images of one size (multiples of 8) -> scaled latents ``[B, C, H/8, W/8]`` float32."""

@@ -302,3 +302,40 @@ def test_missing_weights_name_the_hugging_face_cache_folder_that_was_searched(tm
     assert result.returncode == 0, result.stderr[-2000:]
     hub_line = next(line for line in result.stdout.splitlines() if "stabilityai/sd-vae-ft-mse" in line)
     assert f"Hugging Face cache {cache}" in hub_line
+
+
+def test_auto_kind_on_a_cpu_prefers_the_tiny_pair_in_comfyuis_vae_approx(tiny_kl, tmp_path):
+    from tests.interpolation.test_taesd import save_pair
+
+    (tmp_path / "models" / "vae").mkdir(parents=True)
+    (tmp_path / "models" / "vae_approx").mkdir()
+    ldm_file(tiny_kl, tmp_path / "models" / "vae" / "vae-ft-mse-840000.safetensors")
+    save_pair(tmp_path / "models" / "vae_approx", "taesd", 4)
+    encoder = LatentEncoder.load("auto", comfyui_dir=tmp_path, device="cpu")
+    assert (encoder.kind, encoder.family) == ("tiny", "sd1")
+
+
+def test_auto_kind_on_a_cpu_without_tiny_weights_falls_back_to_kl_and_says_what_it_costs(tiny_kl, tmp_path, caplog):
+    (tmp_path / "models" / "vae").mkdir(parents=True)
+    ldm_file(tiny_kl, tmp_path / "models" / "vae" / "vae-ft-mse-840000.safetensors")
+    with caplog.at_level(logging.WARNING):
+        encoder = LatentEncoder.load("auto", comfyui_dir=tmp_path, device="cpu")
+    assert encoder.kind == "kl" and "models/vae_approx" in caplog.text and "several seconds a frame" in caplog.text
+
+
+def test_auto_kind_with_an_explicit_kl_source_loads_it_without_a_warning(tiny_kl, caplog):
+    with caplog.at_level(logging.WARNING):
+        encoder = LatentEncoder.load("auto", source=str(tiny_kl[1]), device="cpu")
+    assert encoder.kind == "kl" and "vae.kind auto" not in caplog.text
+
+
+def test_auto_kind_with_no_weights_anywhere_lists_the_places_of_both_kinds(tmp_path):
+    (tmp_path / "models" / "vae").mkdir(parents=True)
+    try:
+        LatentEncoder.load("auto", comfyui_dir=tmp_path, device="cpu")
+    except VaeNotFoundError as exc:
+        message = str(exc).replace("\\", "/")
+    else:
+        pytest.skip("the local Hugging Face cache already holds stabilityai/sd-vae-ft-mse")
+    assert message.startswith("vae.kind auto found no VAE of either kind")
+    assert "models/vae_approx" in message and "models/checkpoints" in message and "sd-vae-ft-mse" in message
