@@ -9,8 +9,9 @@ from one segment to the next):
 Continuity: segment s+1 opens on decode(z_{s+1}), the very latent segment s was heading to.
 With `interpolation_frames: auto` and a paced caller, a segment may also grow while it plays:
 when the keyframe in flight (K_{s+2}) has already taken longer than planned, the positions not
-yet shown are spread again from the last one shown to t = 1 (see `_stretch`), so the segment
-still ends on z_{s+1} and the display slows down instead of holding.
+yet shown are spread again from the last one shown to t = 1 (see `_respread`), so the segment
+still ends on z_{s+1} and the display slows down instead of holding; once K_{s+2} is in, the
+rest is spread again at the segment's planned pace.
 K_{s+1} is taken from the keyframe worker only when first needed, so the worker (one keyframe
 ahead) has a whole segment of display time to make the next one. This object is a pull-based
 iterator; the caller paces the frames. Only the thread that calls `next_frame` touches torch.
@@ -82,6 +83,7 @@ class HybridGenerator:
         self._segment = 0
         self._j = 0
         self._n = 0                                  # N_s of the current segment
+        self._n_planned = 0                          # N_s as chosen when the segment started
         self._j0, self._u0 = 0, 0.0                  # position j0 showed u0: u runs on to 1 at N_s + 1
         self._current: _Key | None = None            # K_s
         self._next: _Key | None = None               # K_{s+1}, taken when first needed
@@ -193,7 +195,7 @@ class HybridGenerator:
         if self._j > 0 and self._next is None and not self._take_next(timeout, due):
             return None
         if self._j > 0 and due is not None:
-            self._stretch(due)
+            self._respread(due)
         if self._j > self._n:
             # Segment s is over: segment s+1 opens on K_{s+1}, the latent s was heading to.
             self._segment += 1
@@ -217,25 +219,32 @@ class HybridGenerator:
         self._j = 0
         if self._pending is not None:
             self.settings, self._pending = self._pending, None
-        self._n = self.frames_for(self.settings)
+        self._n = self._n_planned = self.frames_for(self.settings)
         self._j0, self._u0 = 0, 0.0
         self._inbetweens = None
         self._decoded.clear()
         self._decoded_upto = 0
 
-    def _stretch(self, due: float) -> None:
-        """auto: give the rest of segment s more frames when K_{s+2} will be late for s+1.
+    def _respread(self, due: float) -> None:
+        """auto: give the rest of segment s more frames while K_{s+2} will be late for s+1,
+        and go back to the planned pace once it is in.
 
         K_{s+2} (in flight since `since`) is needed at position 1 of segment s+1, which is
         N_s - j + 2 frames after frame j (shown at `due`, or now if that has passed). Plan for
         it to take max(estimate, elapsed) x margin, as `frames_for` does. And never open s+1
         while K_{s+2} is overdue (it has taken the estimate and is not here): s+1 would hold one
-        frame later, so this segment gets one frame more instead. Positions j..N' are then
-        re-spread from the one shown last, so the segment still ends exactly on z_{s+1}.
+        frame later, so this segment gets one frame more instead.
         """
         settings, since, latency = self.settings, self.worker.in_flight_since, self._planned_latency()
-        if (settings.interpolation_frames != "auto" or settings.mode == "img2img"
-                or since is None or latency is None):
+        if settings.interpolation_frames != "auto" or settings.mode == "img2img" or latency is None:
+            return
+        last = self._j - 1
+        if since is None:  # K_{s+2} is in (or nothing is being made): back to the planned pace
+            if self._n > self._n_planned:
+                # The fewest frames whose steps are no longer than planned, 1 / (N_planned + 1).
+                n = last - 1 + math.ceil((1.0 - self._u(last)) * (self._n_planned + 1) - 1e-9)
+                if n < self._n:
+                    self._spread_rest(n, last)
             return
         now = self._clock()
         fps = self.effective_fps(settings.fps)
@@ -244,10 +253,12 @@ class HybridGenerator:
         if self._j > self._n and now - since >= self.keyframe_latency:
             n = max(n, self._j)
         n = min(n, settings.auto_max_frames)
-        if n <= self._n:
-            return
-        last = self._j - 1
-        self._j0, self._u0 = last, self._u(last)  # frame j-1 stays where it was shown
+        if n > self._n:
+            self._spread_rest(n, last)
+
+    def _spread_rest(self, n: int, last: int) -> None:
+        """N_s = n from now on: positions last+1..n run on from where `last` was shown to t = 1."""
+        self._j0, self._u0 = last, self._u(last)  # frame `last` stays where it was shown
         self._n = n
         self._inbetweens = None                    # decoded-ahead frames had the old spacing
         self._decoded.clear()

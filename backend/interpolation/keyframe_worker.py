@@ -23,6 +23,8 @@ class KeyframeSource(Protocol):
     optional `.seconds` (generation time, s >= 0), `.generated` (False for a loaded image, so
     it does not count as latency) and `.prompt`. `previous` is None for the first keyframe.
     Optional `close()` aborts an in-flight request (called from another thread on shutdown).
+    Optional `.state`: "unavailable" while the source cannot reach its server (an outage, which
+    the schedule must not mistake for a slow keyframe).
     """
 
     def next_keyframe(self, previous: Any) -> Any: ...
@@ -107,10 +109,13 @@ class KeyframeWorker:
     def in_flight_since(self) -> float | None:
         """When (on the worker's clock, monotonic s) the keyframe being made now was asked for.
 
-        None while nothing is being made: the finished keyframe waits in the slot, or paused.
-        The schedule reads `clock() - in_flight_since` as a lower bound on that keyframe's
+        None while nothing is being made: the finished keyframe waits in the slot, paused, or
+        the source is "unavailable" (an outage is not latency: the display should hold and say
+        so). The schedule reads `clock() - in_flight_since` as a lower bound on that keyframe's
         latency, long before the keyframe finishes and the estimate can learn it.
         """
+        if getattr(self.source, "state", None) == "unavailable":
+            return None
         return self._since
 
     @property

@@ -428,39 +428,64 @@ def test_auto_frames_plan_for_a_keyframe_in_flight_that_already_took_longer_than
     assert gen.frames_for(auto) == 35  # 36 frames at 10 fps = 3.0 s x 1.2
 
 
-def test_auto_segment_stretches_while_a_late_keyframe_is_in_flight_and_still_ends_on_the_next_latent(closing):
-    fps = 4.0
-    clock = FakeClock()
-    source = GatedSource([1.0] * 6 + [3.0] * 10)  # K_6 onwards take three times as long
-    settings = ScheduleSettings(resolution=RES, interpolation_frames="auto", fps=fps, auto_margin=1.25)
-    gen = HybridGenerator(source, PoolEncoder(), settings, clock=clock).start()
-    closing(gen)
-    results = play_paced(gen, source, clock, fps, 45)
-    frames = [f for f in results if f is not None]
-    # Buffering before the first in-between is not a stall; after it the display never holds.
-    first_inbetween = next(i for i, f in enumerate(results) if f is not None and f.position == 1)
-    assert None not in results[first_inbetween:] and gen.stalls == 0
-    # Some segment grew while it played (the one playing while K_6 was late), and none shrank.
+def segments_on_the_arc(frames: list) -> dict[int, list]:
+    """Frames by segment, after checking each picture is where the schedule must put it.
+
+    The slot of segment s is exactly decode(z_s). Every in-between is decode(slerp(z_s, z_{s+1},
+    t)) where each frame covers an equal share of what is left of the segment over the frames
+    left (t_j = t_{j-1} + (1 - t_{j-1}) / (N_j + 2 - j), N_j as the frame reports it): the same
+    rule whether or not the segment was re-spread, so the segment always runs on to exactly
+    z_{s+1}, where segment s+1 opens.
+    """
     by_segment: dict[int, list] = {}
     for f in frames:
         by_segment.setdefault(f.segment, []).append(f)
-    sizes = [[f.segment_frames for f in seg] for seg in by_segment.values()]
-    assert any(len(set(s)) > 1 for s in sizes) and all(s == sorted(s) for s in sizes)
-    # Every picture is on the arc from z_s to z_{s+1}: each frame covers an equal share of what is
-    # left of the segment over the frames left (the same rule with or without a stretch), so the
-    # segment ends exactly where segment s+1 opens: on decode(z_{s+1}).
     reference = PoolEncoder()
     z = [reference.encode([fit_cover(GatedSource.image(n), RES)]) for n in range(len(by_segment) + 1)]
     for s, seg in by_segment.items():
-        assert seg[0].position == 0 and [f.position for f in seg] == list(range(len(seg)))
+        assert [f.position for f in seg] == list(range(len(seg)))
         assert np.array_equal(seg[0].pixels, reference.decode_to_uint8(z[s])[0])
         t = 0.0
         for f in seg[1:]:
             t += (1.0 - t) / (f.segment_frames + 1 - f.position)
             expected = reference.decode_to_uint8(slerp(z[s], z[s + 1], t))[0]
             assert np.abs(f.pixels.astype(int) - expected).max() <= 1, (s, f.position)
-        if s + 1 in by_segment:  # a finished segment: its last in-between is the last position
-            assert len(seg) == seg[-1].segment_frames and t < 1.0
+        assert t < 1.0
+    return by_segment
+
+
+def test_auto_segment_stretches_while_a_late_keyframe_is_in_flight_and_still_ends_on_the_next_latent(closing):
+    fps, count = 4.0, 45
+    clock = FakeClock()
+    source = GatedSource([1.0] * 6 + [3.0] * 10)  # K_6 onwards take three times as long
+    settings = ScheduleSettings(resolution=RES, interpolation_frames="auto", fps=fps, auto_margin=1.25)
+    gen = HybridGenerator(source, PoolEncoder(), settings, clock=clock).start()
+    closing(gen)
+    results = play_paced(gen, source, clock, fps, count)
+    # Buffering before the first in-between is not a stall; after it the display never holds.
+    first_inbetween = next(i for i, f in enumerate(results) if f is not None and f.position == 1)
+    assert None not in results[first_inbetween:] and gen.stalls == 0
+    by_segment = segments_on_the_arc([f for f in results if f is not None])
+    # The segment playing while K_6 was late grew while it played.
+    grown = [seg for seg in by_segment.values() if max(f.segment_frames for f in seg) > seg[0].segment_frames]
+    assert grown
+
+
+def test_a_stretched_segment_goes_back_to_its_planned_pace_once_the_late_keyframe_is_in(closing):
+    fps = 20.0  # at 20 fps the stretch plans many frames ahead of a late keyframe
+    clock = FakeClock()
+    source = GatedSource([1.0] * 6 + [3.0] * 10)
+    settings = ScheduleSettings(resolution=RES, interpolation_frames="auto", fps=fps, auto_margin=1.25)
+    gen = HybridGenerator(source, PoolEncoder(), settings, clock=clock).start()
+    closing(gen)
+    frames = [f for f in play_paced(gen, source, clock, fps, 170) if f is not None]
+    by_segment = segments_on_the_arc(frames)
+    stretched = by_segment[4]  # the one playing while K_6 was late
+    planned, most = stretched[0].segment_frames, max(f.segment_frames for f in stretched)
+    assert most > planned
+    # K_6 came (at 3 s) long before the stretched plan ran out: the rest was spread again with
+    # steps no longer than planned, so the segment ended well before `most` frames.
+    assert 5 in by_segment and len(stretched) < most
 
 
 def test_fixed_segments_never_stretch_so_a_late_keyframe_holds_the_display(closing):

@@ -95,3 +95,11 @@ def test_a_pause_before_the_next_keyframe_starts_leaves_nothing_in_flight(worker
     wait_until(lambda: worker.gate.calls == 2)
     assert worker.in_flight_since == 15.0  # the pause does not count as keyframe time
 
+
+
+def test_an_unavailable_source_has_nothing_in_flight_so_an_outage_is_not_taken_for_latency(worker):
+    wait_until(lambda: worker.gate.calls == 1)
+    worker.gate.state = "unavailable"
+    assert worker.in_flight_since is None
+    worker.gate.state = "connected"
+    assert worker.in_flight_since == 10.0
