@@ -184,6 +184,8 @@ class HybridGenerator:
 
         `due` is the monotonic time the caller will show the frame: waiting for a keyframe
         past it counts as a stall (not before; and never in segment 0, which is buffering).
+        With auto N it also lets a segment stretch for a late keyframe; a caller that gives no
+        `due` does not pace its frames, so there is no display time to stretch into.
         """
         if self._current is None:
             key = self._take(timeout, due)
