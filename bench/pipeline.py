@@ -1,6 +1,6 @@
 """The whole pipeline against the fake ComfyUI: does it play at a steady cadence?
 
-    python bench/pipeline.py [--latency 0.5] [--fps 10] [--frames 100] [--n 7] [--resolution 64]
+    python bench/pipeline.py [--latency 0.5] [--fps 10] [--frames 100] [--n 7] [--resolution 64] [--easing-segments 6]
 
 Runs, in one process and against one fake ComfyUI whose keyframes take `latency` s each:
 fixed N, auto N, auto N with the latency tripled at frame 50, the VAE schedule showing raw
