@@ -53,6 +53,7 @@ class Daemon:
         self.write_times: collections.deque[float] = collections.deque(maxlen=30)
         self.last_error = ""
         self.unwritten = 0                          # frames in a row that could not be written
+        self.out_of_memory = 0                      # VAE calls that found no GPU memory
         self.status_ms = 0.0                        # cost of the last status write
         self.status_at = 0.0                        # monotonic time of the last status write
         self.source: Any = None
@@ -100,6 +101,8 @@ class Daemon:
 
     # -- the loop ------------------------------------------------------------------------------
     def _play(self, max_frames: int | None) -> None:
+        from backend.interpolation.latent_encoder import VaeOutOfMemoryError  # torch is loaded by now
+
         stop = self.shutdown.stop
         period = self._period()
         deadline = time.monotonic()
@@ -117,7 +120,11 @@ class Daemon:
                 continue
             # Keyframe -> encode -> slerp -> decode: the schedule does it, one frame per call.
             if frame is None:
-                frame = self.gen.next_frame(timeout=0.1, due=deadline)
+                try:
+                    frame = self.gen.next_frame(timeout=0.1, due=deadline)
+                except VaeOutOfMemoryError as exc:  # ComfyUI holds the GPU: keep the picture, retry
+                    self._vae_out_of_memory(exc)
+                    continue
             if frame is None:  # the keyframe this frame needs is late: hold the picture
                 if time.monotonic() >= next_waiting_status:
                     waiting = "waiting_for_comfyui" if self.source.state == "unavailable" else "buffering"
@@ -127,7 +134,10 @@ class Daemon:
             # Pace: show it at its deadline, after using the time until then for the next frames'
             # encode/decode. The wait is an Event wait in short slices, so a stop request cuts it
             # short and a skin command is applied within ~0.25 s even at 0.1 fps.
-            self.gen.prepare(until=deadline)
+            try:
+                self.gen.prepare(until=deadline)
+            except VaeOutOfMemoryError as exc:  # work ahead only: the frame in hand is shown anyway
+                self._vae_out_of_memory(exc, wait=0.0)
             if not self._wait_until(deadline):
                 continue  # stopped, or a control/edit changed the cadence: the frame waits its turn
             # Write the frame and the status.
@@ -142,6 +152,15 @@ class Daemon:
                 self._report()
                 period = self._period()
 
+    def _vae_out_of_memory(self, exc: Exception, wait: float = 1.0) -> None:
+        """The VAE found no GPU memory even one frame at a time: say so, wait, try again."""
+        self.out_of_memory += 1
+        if self.out_of_memory == 1 or self.out_of_memory % 100 == 0:
+            log.warning("VAE out of GPU memory (%d times so far): %s", self.out_of_memory, exc)
+        self.last_error = f"VAE out of GPU memory: {exc}"
+        self._status("buffering")
+        self.shutdown.stop.wait(wait)
+
     def _wait_until(self, deadline: float, slice_s: float = 0.25) -> bool:
         """Wait for the deadline; False when a stop or a control/config change cut the wait short."""
         while (remaining := deadline - time.monotonic()) > 0:
@@ -155,9 +174,7 @@ class Daemon:
 
     def _period(self) -> float:
         """Seconds per frame: the configured fps, capped at what decode + write sustain here."""
-        fps = self.config.display.fps
-        cap = getattr(self.gen, "fps_cap", None)
-        return 1.0 / min(fps, cap) if cap else 1.0 / fps
+        return 1.0 / self.gen.effective_fps(self.config.display.fps)
 
     def _show(self, frame: Any) -> None:
         started = time.perf_counter()
