@@ -229,8 +229,10 @@ class ComfyClient:
                 return [decode_image(b) for b in tracker.ws_images]
             if entry is None:
                 raise JobLost(f"prompt {tracker.prompt_id} finished but ComfyUI has no history for it: resubmit")
+            how = "dropped during the job" if tracker.socket_dropped else "stayed silent"
             raise ImagesNotReceived(f"prompt {tracker.prompt_id} succeeded but its SaveImageWebsocket images "
-                                    f"were not received (the WebSocket dropped or stayed silent)")
+                                    f"were not received (the WebSocket {how})",
+                                    socket_dropped=tracker.socket_dropped)
         outputs = dict(tracker.executed)
         if entry is not None and isinstance(entry.get("outputs"), dict):
             outputs.update({str(k): v.get("images", []) for k, v in entry["outputs"].items() if isinstance(v, dict)})

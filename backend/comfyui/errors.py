@@ -61,7 +61,13 @@ class JobLost(ComfyError):
 
 class ImagesNotReceived(JobLost):
     """History says the job succeeded, but its SaveImageWebsocket frames never arrived (a silent,
-    stalled or dropped socket). Only an output ComfyUI keeps on disk (SaveImage) can be fetched."""
+    stalled or dropped socket). Only an output ComfyUI keeps on disk (SaveImage) can be fetched.
+    `socket_dropped`: the socket broke during the job, so the frames were lost in transit (a
+    hiccup: run the job again), not withheld by a socket that stays connected but silent."""
+
+    def __init__(self, message: str, *, socket_dropped: bool = False):
+        super().__init__(message)
+        self.socket_dropped = socket_dropped
 
 
 # A UI-format workflow ({"nodes": [...], "links": [...]}) sent as the prompt is refused with 500

@@ -84,6 +84,7 @@ class JobTracker:
         self.error: ComfyError | None = None
         self.ws_images: list[bytes] = []
         self.executed: dict[str, list] = {}        # node id -> [{"filename", "subfolder", "type"}]
+        self.socket_dropped = False                 # the socket broke while this job ran
 
     def feed(self, message: str | bytes) -> None:
         if isinstance(message, bytes):

@@ -48,6 +48,7 @@ def wait_for_job(client, tracker: JobTracker, deadline: float) -> None:
                 message = client._ws.recv(min(0.25, max(deadline - now, 0.001)))
             except Disconnected:
                 client._drop_ws()
+                tracker.socket_dropped = True
                 next_poll = now               # find out at once whether the server forgot us
                 continue
             if message is not None:
@@ -87,6 +88,7 @@ def _read_late_messages(client, tracker: JobTracker, until: float) -> None:
             message = client._ws.recv(min(0.25, left))
         except Disconnected:
             client._drop_ws()          # frames not yet received are gone: the caller reports JobLost
+            tracker.socket_dropped = True
             return
         if message is not None:
             tracker.feed(message)

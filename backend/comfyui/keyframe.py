@@ -130,6 +130,10 @@ class KeyframeGenerator:
         try:
             result = self.client.run_job(workflow.patch(**patch), output_node=workflow.output_node)
         except ImagesNotReceived as exc:
+            if self.websocket_output and exc.socket_dropped:
+                # Lost in transit (ComfyUI restarted its socket, a network blip): not a reason to
+                # fill ComfyUI's output folder; the caller makes the keyframe again.
+                raise
             if self.websocket_output:
                 self._stop_using_the_websocket_output(exc)
             elif trying_websocket:

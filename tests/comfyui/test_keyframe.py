@@ -153,3 +153,30 @@ def test_a_model_free_user_workflow_runs_through_generate_keyframe(client, pictu
     wf = parse_workflow(invert_graph("placeholder.png"))
     result = _generator(client, img2img=wf, txt2img=wf).generate_keyframe(picture, "", "", seed=1, denoise=0.5)
     assert np.array_equal(np.asarray(result.image), 255 - np.asarray(picture))
+
+
+def test_a_socket_that_drops_mid_job_loses_that_job_but_keeps_the_websocket_output(fake, client, picture):
+    import threading
+    import time
+
+    from backend.comfyui.client import ImagesNotReceived
+
+    gen = _generator(client)
+    first = gen.generate_keyframe(picture, "sky", "", seed=1, denoise=0.5).image
+    fake.latency = 1.0
+
+    def blip() -> None:           # ComfyUI's listener goes away for a moment while the job runs
+        time.sleep(0.4)
+        fake.refuse_connections = True
+        time.sleep(0.5)
+        fake.refuse_connections = False
+
+    threading.Thread(target=blip, daemon=True).start()
+    with pytest.raises(ImagesNotReceived) as info:
+        gen.generate_keyframe(first, "sky", "", seed=2, denoise=0.5)
+    assert info.value.socket_dropped and "dropped during the job" in str(info.value)
+    assert gen.websocket_output and fake.file_counts()["output"] == 0   # nothing written to ComfyUI's disk
+    fake.latency = 0.0
+    again = gen.generate_keyframe(first, "sky", "", seed=2, denoise=0.5).image    # the caller's retry
+    assert np.array_equal(np.asarray(again), fake_sample(first, 2, 0.5))
+    assert gen.websocket_output and fake.file_counts()["output"] == 0
