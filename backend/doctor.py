@@ -51,23 +51,21 @@ def check_torch(report: Report) -> None:
     if torch.version.cuda is not None:  # a CUDA build that finds no usable GPU: the driver, not torch
         message = (f"torch {torch.__version__} is a CUDA {torch.version.cuda} build but finds no usable GPU; "
                    "update the NVIDIA driver (nvidia-smi must list the GPU)")
-        report.fail(message) if nvidia else report.warn(message + " (no NVIDIA GPU found: on a CPU use "
-                                                                  "vae.kind: tiny and a low fps)")
-        return
-    if sys.platform in ("win32", "linux"):
+    elif sys.platform in ("win32", "linux"):
         message = (f"torch {torch.__version__} cannot use CUDA (a CPU-only build); for an NVIDIA GPU run: "
                    f"{CUDA_INSTALL} (or the line pytorch.org gives for your CUDA version)")
-        if nvidia:
-            report.fail(message)
-        else:
-            report.warn(message + " (no NVIDIA GPU found: on a CPU use vae.kind: tiny and a low fps)")
     else:
         report.warn(f"torch {torch.__version__} has no CUDA here: the VAE runs on {_other_device(torch)}")
+        return
+    if nvidia:
+        report.fail(message)
+    else:
+        report.warn(f"{message} (no NVIDIA GPU found: on a CPU, vae.kind auto takes a TAESD pair; keep a low fps)")
 
 
 def _other_device(torch) -> str:
     mps = getattr(torch.backends, "mps", None)
-    return "Apple MPS" if mps is not None and mps.is_available() else "the CPU (use vae.kind: tiny)"
+    return "Apple MPS" if mps is not None and mps.is_available() else "the CPU (vae.kind auto takes a TAESD pair there)"
 
 
 def check_comfyui(report: Report, config: Config) -> None:

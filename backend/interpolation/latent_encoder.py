@@ -133,7 +133,7 @@ class LatentEncoder:
             return encoder
         advice = " Or: ".join(FIX_ADVICE[kind] for kind in order)
         raise VaeNotFoundError(f"vae.kind auto found no VAE of either kind. {advice}",
-                               [place for exc in missing for place in exc.tried])
+                               list(dict.fromkeys(place for exc in missing for place in exc.tried)))
 
     def encode(self, images: list[Image.Image]) -> Tensor:
         """RGB images of one size (multiples of 8) -> scaled latents ``[B, C, H/8, W/8]`` float32."""
