@@ -45,6 +45,7 @@ class ScheduleSettings:
     fps: float = 12.0                         # target frames per second (auto N uses it)
     auto_margin: float = 1.25                 # auto: segment time >= latency * margin
     auto_max_frames: int = 240                # auto: upper bound on N
+    auto_min_frames: int = 3                  # auto: lower bound on N, so fast or loaded keyframes still morph
     max_batch: int = 8                        # most latents decoded in one call
 
 
@@ -159,10 +160,12 @@ class HybridGenerator:
         fps = self.effective_fps(settings.fps)
         latency = self._planned_latency()
         if latency is None:  # nothing generated yet (or a folder source): one-second segments
-            return max(0, round(fps) - 1)
-        # A segment of N+1 frames must last at least latency * margin: (N+1)/fps >= L*margin.
-        n = math.ceil(latency * settings.auto_margin * fps - 1e-9) - 1
-        return max(0, min(settings.auto_max_frames, n))
+            n = round(fps) - 1
+        else:  # a segment of N+1 frames must last at least latency * margin: (N+1)/fps >= L*margin
+            n = math.ceil(latency * settings.auto_margin * fps - 1e-9) - 1
+        # At least a few in-betweens: at ~1 fps (the SD VAE on a CPU) one-second segments would
+        # leave none, and a folder source would cut from picture to picture instead of morphing.
+        return max(settings.auto_min_frames, min(settings.auto_max_frames, n))
 
     def _planned_latency(self) -> float | None:
         """max(latency estimate, time the keyframe in flight has taken so far); None until a

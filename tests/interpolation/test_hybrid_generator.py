@@ -225,9 +225,17 @@ def test_auto_segments_grow_when_the_source_slows_down(closing):
     gen, _, _ = make(source, interpolation_frames="auto", fps=50, auto_margin=1.2)
     closing(gen)
     early = pull(gen, 12)
-    source.delay = 0.09
+    source.delay = 0.15  # N+1 >= 0.15 s x 1.2 x 50 fps = 9 frames, against 4 (the floor) before
     late = pull(gen, 40)
     assert max(f.segment_frames for f in late) >= 2 * max(f.segment_frames for f in early[4:])
+
+
+def test_auto_keeps_a_few_in_betweens_even_when_the_fps_is_low_or_keyframes_are_instant(closing):
+    gen, _, _ = make(FakeSource(), interpolation_frames="auto", fps=0.75)
+    closing(gen)
+    # ~0.75 fps is what the SD VAE or TAESD at 512x512 sustains on a CPU: one-second segments would
+    # mean no in-betweens at all, and a folder of photos would cut instead of morph.
+    assert gen.frames_for(gen.settings) == 3
 
 
 def test_crossfade_mode_blends_keyframe_pixels_without_a_vae(closing):
