@@ -17,7 +17,7 @@ from typing import Any
 
 from backend.assembly import (UserError, build_encoder, build_source, needs_vae, schedule_settings,
                                seed_policy)
-from backend.config import Config, ConfigWatcher, with_overrides
+from backend.config import Config, ConfigWatcher
 from backend.control import ControlFile, locate_control_file
 from backend.frame_writer import AtomicWriteError, FrameWriter, atomic_write_bytes
 from backend.keyframes import ComfyUISource, KeyframeSourceError

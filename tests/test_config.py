@@ -232,11 +232,16 @@ class FakeClock:
         return self.now
 
 
-def test_watcher_picks_up_a_valid_edit_within_its_poll_interval(tmp_path):
+def watched(tmp_path: Path, text: str) -> tuple[Path, FakeClock, ConfigWatcher]:
+    """A config file with `text` and a watcher on it that polls every 0.5 s of a fake clock."""
     path = tmp_path / "c.yaml"
-    write(path, "display: {fps: 10}\n")
+    write(path, text)
     clock = FakeClock()
-    watcher = ConfigWatcher(path, load_config(path), interval=0.5, clock=clock)
+    return path, clock, ConfigWatcher(path, load_config(path), interval=0.5, clock=clock)
+
+
+def test_watcher_picks_up_a_valid_edit_within_its_poll_interval(tmp_path):
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
     write(path, "display: {fps: 20}\ngeneration: {hybrid: {interpolation_frames: 4}}\n")
     assert watcher.poll() is None  # not yet: at most one stat per interval
     clock.now += 0.5
@@ -259,10 +264,7 @@ def test_watcher_with_the_real_clock_applies_an_edit_within_a_second(tmp_path):
 
 
 def test_watcher_keeps_the_running_config_on_an_invalid_edit(tmp_path, caplog):
-    path = tmp_path / "c.yaml"
-    write(path, "display: {fps: 10}\n")
-    clock = FakeClock()
-    watcher = ConfigWatcher(path, load_config(path), interval=0.5, clock=clock)
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
     write(path, "display: {fps: -3, png_compresion: 1}\n")
     clock.now += 1
     with caplog.at_level(logging.WARNING):
@@ -272,10 +274,7 @@ def test_watcher_keeps_the_running_config_on_an_invalid_edit(tmp_path, caplog):
 
 
 def test_watcher_reports_restart_only_keys_and_does_not_apply_them(tmp_path, caplog):
-    path = tmp_path / "c.yaml"
-    write(path, "display: {fps: 10}\n")
-    clock = FakeClock()
-    watcher = ConfigWatcher(path, load_config(path), interval=0.5, clock=clock)
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
     write(path, "display: {fps: 15, output_dir: elsewhere}\nvae: {kind: tiny}\ngeneration: {resolution: [256, 256]}\n")
     clock.now += 1
     with caplog.at_level(logging.WARNING):
@@ -366,10 +365,7 @@ def test_parse_config_returns_config_or_config_error_for_random_values_at_real_k
 
 
 def test_watcher_waits_while_an_editor_has_emptied_the_file(tmp_path):
-    path = tmp_path / "c.yaml"
-    write(path, "display: {fps: 10}\n")
-    clock = FakeClock()
-    watcher = ConfigWatcher(path, load_config(path), interval=0.5, clock=clock)
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
     write(path, "")
     clock.now += 1
     assert watcher.poll() is None  # not taken as "all defaults"
@@ -408,10 +404,7 @@ def test_a_path_the_os_refuses_to_look_at_is_a_config_problem_not_a_traceback(ke
 
 
 def test_watcher_keeps_the_running_config_when_reading_an_edit_fails_unexpectedly(tmp_path, caplog, monkeypatch):
-    path = tmp_path / "c.yaml"
-    write(path, "display: {fps: 10}\n")
-    clock = FakeClock()
-    watcher = ConfigWatcher(path, load_config(path), interval=0.5, clock=clock)
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
 
     def broken(*_a, **_k):
         raise RuntimeError("a bug in a check")
@@ -425,10 +418,7 @@ def test_watcher_keeps_the_running_config_when_reading_an_edit_fails_unexpectedl
 
 
 def test_sampler_settings_edited_while_running_are_reported_as_needing_a_restart(tmp_path, caplog):
-    path = tmp_path / "c.yaml"
-    write(path, "keyframes: {steps: 20}\n")
-    clock = FakeClock()
-    watcher = ConfigWatcher(path, load_config(path), interval=0.5, clock=clock)
+    path, clock, watcher = watched(tmp_path, "keyframes: {steps: 20}\n")
     write(path, "keyframes: {steps: 8, cfg: 3, sampler: dpmpp_2m, scheduler: karras}\n")
     clock.now += 1
     with caplog.at_level(logging.WARNING):

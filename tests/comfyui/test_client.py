@@ -294,13 +294,6 @@ def test_discover_finds_the_server_from_a_hint(fake):
     assert discover(fake.url) == fake.url
 
 
-def _catch(errors, fn, *args):
-    try:
-        fn(*args)
-    except Exception as exc:       # collected for the assertion in the test thread
-        errors.append(exc)
-
-
 def test_dropped_socket_reconnects_and_finishes_the_job(fake, client, picture):
     ref = client.upload_image(picture, "in.png")
     fake.latency = 0.8

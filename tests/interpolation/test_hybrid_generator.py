@@ -15,6 +15,7 @@ from PIL import Image
 from backend.images import fit_cover
 from backend.interpolation.hybrid_generator import HybridGenerator, ScheduleSettings
 from backend.interpolation.spherical_lerp import slerp
+from tests.interpolation.gated import FakeClock, Gated, wait_until
 
 RES = (32, 16)  # (width, height): latents of [4, 2, 4]
 
@@ -341,37 +342,13 @@ def test_prepare_does_nothing_when_no_time_is_left(closing):
     assert len(enc.decoded) == calls
 
 
-class FakeClock:
-    """A monotonic clock the test moves by hand (`now`, seconds)."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_a_clock_too_coarse_to_see_a_decode_does_not_break_the_batch_budgets(closing):
-    # On Windows before Python 3.13 time.monotonic() ticks every 15.6 ms: a fast decode reads 0 s,
-    # and the batch and prepare() budgets divide by the decode cost.
-    gen = HybridGenerator(FakeSource(), PoolEncoder(), ScheduleSettings(resolution=RES, interpolation_frames=5),
-                          clock=FakeClock(5.0)).start()
-    closing(gen)
-    frames = pull(gen, 8)
-    gen.prepare(until=6.0)
-    assert [f.position for f in frames] == [0, 1, 2, 3, 4, 5, 0, 1]
-    assert gen.decode_seconds > 0 and gen.fps_cap is not None
-
-
-class GatedSource:
+class GatedSource(Gated):
     """Keyframe n is a flat colour seeded by n (far apart, so a wrong t shows in every pixel);
     it reports `latencies[n]` s and finishes only when the test calls `finish()`."""
 
     def __init__(self, latencies: list[float]) -> None:
+        super().__init__()
         self.latencies = latencies
-        self.calls = 0
-        self._gate = threading.Semaphore(0)
-        self._closed = threading.Event()
 
     @staticmethod
     def image(number: int) -> Image.Image:
@@ -381,23 +358,9 @@ class GatedSource:
     def next_keyframe(self, previous):
         number = self.calls
         self.calls += 1
-        while not self._gate.acquire(timeout=0.02):
-            if self._closed.is_set():
-                return None
+        if not self._wait_for_finish():
+            return None
         return FakeKeyframe(self.image(number), number, seconds=self.latencies[number])
-
-    def finish(self) -> None:
-        self._gate.release()
-
-    def close(self) -> None:
-        self._closed.set()
-
-
-def wait_until(condition, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the keyframe thread did not get there"
-        time.sleep(0.002)
 
 
 def play_paced(gen: HybridGenerator, source: GatedSource, clock: FakeClock, fps: float, count: int) -> list:

@@ -2,51 +2,26 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from types import SimpleNamespace
 
 import pytest
 
 from backend.interpolation.keyframe_worker import KeyframeWorker
+from tests.interpolation.gated import FakeClock, Gated, wait_until
 
 
-class FakeClock:
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class GatedSource:
+class GatedSource(Gated):
     """Each keyframe finishes only when the test calls `finish()`; it reports `seconds` s."""
 
     def __init__(self, seconds: float = 1.0) -> None:
+        super().__init__()
         self.seconds = seconds
-        self.calls = 0
-        self._gate = threading.Semaphore(0)
-        self._closed = threading.Event()
 
     def next_keyframe(self, previous):
         self.calls += 1
-        while not self._gate.acquire(timeout=0.02):
-            if self._closed.is_set():
-                return None
+        if not self._wait_for_finish():
+            return None
         return SimpleNamespace(image=f"image {self.calls}", seconds=self.seconds)
-
-    def finish(self) -> None:
-        self._gate.release()
-
-    def close(self) -> None:
-        self._closed.set()
-
-
-def wait_until(condition, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the worker thread did not get there"
-        time.sleep(0.002)
 
 
 @pytest.fixture
