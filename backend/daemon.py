@@ -102,6 +102,11 @@ class Daemon:
     # -- the loop ------------------------------------------------------------------------------
     def _play(self, max_frames: int | None) -> None:
         from backend.interpolation.latent_encoder import VaeOutOfMemoryError  # torch is loaded by now
+        from backend.interpolation.vae_runtime import OUT_OF_MEMORY
+
+        # The runner turns OOM in the VAE itself into VaeOutOfMemoryError; a small allocation around
+        # it (a slerp of N latents, a cast) can still raise torch's own error. Both are survivable.
+        oom_errors = (VaeOutOfMemoryError, OUT_OF_MEMORY)
 
         stop = self.shutdown.stop
         period = self._period()
@@ -122,7 +127,7 @@ class Daemon:
             if frame is None:
                 try:
                     frame = self.gen.next_frame(timeout=0.1, due=deadline)
-                except VaeOutOfMemoryError as exc:  # ComfyUI holds the GPU: keep the picture, retry
+                except oom_errors as exc:  # ComfyUI holds the GPU: keep the picture, retry
                     self._vae_out_of_memory(exc)
                     continue
             if frame is None:  # the keyframe this frame needs is late: hold the picture
@@ -136,10 +141,13 @@ class Daemon:
             # short and a skin command is applied within ~0.25 s even at 0.1 fps.
             try:
                 self.gen.prepare(until=deadline)
-            except VaeOutOfMemoryError as exc:  # work ahead only: the frame in hand is shown anyway
+            except oom_errors as exc:  # work ahead only: the frame in hand is shown anyway
                 self._vae_out_of_memory(exc, wait=0.0)
-            if not self._wait_until(deadline):
-                continue  # stopped, or a control/edit changed the cadence: the frame waits its turn
+            waited = self._wait_until(deadline)
+            if waited == "changed":  # a control or an edit (fps, pause) arrived: new cadence from now
+                period, deadline = self._period(), time.monotonic()
+            if waited != "due":
+                continue  # the frame in hand waits its turn (or the loop ends on a stop)
             # Write the frame and the status.
             self._show(frame)
             frame = None
@@ -157,20 +165,24 @@ class Daemon:
         self.out_of_memory += 1
         if self.out_of_memory == 1 or self.out_of_memory % 100 == 0:
             log.warning("VAE out of GPU memory (%d times so far): %s", self.out_of_memory, exc)
-        self.last_error = f"VAE out of GPU memory: {exc}"
+        self.last_error = f"VAE out of GPU memory: {str(exc).splitlines()[0][:300]}"
         self._status("buffering")
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # what the failed attempt left cached goes back to ComfyUI
         self.shutdown.stop.wait(wait)
 
-    def _wait_until(self, deadline: float, slice_s: float = 0.25) -> bool:
-        """Wait for the deadline; False when a stop or a control/config change cut the wait short."""
+    def _wait_until(self, deadline: float, slice_s: float = 0.25) -> str:
+        """Wait for the deadline: "due", or "stopped" / "changed" (a control or config edit was
+        applied) when that cut the wait short."""
         while (remaining := deadline - time.monotonic()) > 0:
             if self.shutdown.stop.wait(min(remaining, slice_s)):
-                return False
+                return "stopped"
             if remaining > slice_s and self._poll_controls_and_config():
-                return False
+                return "changed"
             if self.shown and time.monotonic() - self.status_at > 2.0:
                 self._status("live")  # a heartbeat at low fps: the skin tells "live" from "not responding"
-        return not self.shutdown.stop.is_set()
+        return "stopped" if self.shutdown.stop.is_set() else "due"
 
     def _period(self) -> float:
         """Seconds per frame: the configured fps, capped at what decode + write sustain here."""

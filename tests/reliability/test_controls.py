@@ -147,3 +147,20 @@ def test_at_a_low_fps_the_status_is_rewritten_every_few_seconds_between_frames(t
         assert later["frame"] == first["frame"] and later["state"] == "live"
     finally:
         assert run.stop() == 0
+
+
+def test_an_fps_edit_made_while_a_frame_waits_sets_the_new_cadence_at_once(tmp_path, tiny_vae):
+    config = folder_config(tmp_path, tiny_vae, display={"fps": 0.25, "history_keep": 0})  # 4 s a frame
+    run = DaemonRun(config).start()
+    try:
+        wait_until(lambda: (read_status(tmp_path) or {}).get("frame", -1) >= 1, timeout=60, check=run.check)
+        shown = read_status(tmp_path)["frame"]
+        time.sleep(0.3)
+        config.write_text(config.read_text().replace('"fps": 0.25', '"fps": 10'))
+        edited = time.monotonic()
+        # At the new 10 fps five more frames take 0.5 s; at the old pace they would take 20 s.
+        wait_until(lambda: read_status(tmp_path)["frame"] >= shown + 5, timeout=10, what="frames at 10 fps",
+                   check=run.check)
+        assert time.monotonic() - edited < 4.0
+    finally:
+        assert run.stop() == 0

@@ -3,13 +3,17 @@ picture, says so, and carries on without losing or repeating a frame."""
 
 from __future__ import annotations
 
+import pytest
+
 from backend.interpolation.latent_encoder import LatentEncoder, VaeOutOfMemoryError
+from backend.interpolation.vae_runtime import OUT_OF_MEMORY
 from tests.reliability.conftest import DaemonRun, history_indices, read_status, wait_until
 from tests.reliability.test_disk_faults import folder_config
 
 
+@pytest.mark.parametrize("error", [VaeOutOfMemoryError, OUT_OF_MEMORY], ids=["from-the-runner", "torch-own"])
 def test_a_vae_out_of_gpu_memory_holds_the_picture_and_the_run_resumes_without_losing_a_frame(
-        tmp_path, tiny_vae, monkeypatch, log_records):
+        tmp_path, tiny_vae, monkeypatch, log_records, error):
     real_decode = LatentEncoder.decode_to_uint8
     calls = {"n": 0, "failed": 0}
 
@@ -17,7 +21,7 @@ def test_a_vae_out_of_gpu_memory_holds_the_picture_and_the_run_resumes_without_l
         calls["n"] += 1
         if 6 <= calls["n"] < 12:  # six decodes in a row find no memory, in the middle of the run
             calls["failed"] += 1
-            raise VaeOutOfMemoryError("CUDA out of memory even one frame at a time (fake)")
+            raise error("CUDA out of memory even one frame at a time (fake)")
         return real_decode(self, latents)
 
     monkeypatch.setattr(LatentEncoder, "decode_to_uint8", decode)
