@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 UPLOAD_SLOTS = 3          # names reused round-robin: keyframe_0.png .. keyframe_2.png
 WEBSOCKET_RETRY_EVERY = 20  # keyframes made through SaveImage before SaveImageWebsocket is tried again
+DROPS_BEFORE_SWITCH = 2     # jobs in a row whose images a dropped socket lost, before SaveImage
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class KeyframeGenerator:
         self.websocket_retry_every = websocket_retry_every
         self._websocket_workflows: tuple[Workflow, Workflow] | None = None   # (img2img, txt2img), server has it
         self._saved_since_switch = 0          # keyframes made through SaveImage since the last switch or try
+        self._drops_in_a_row = 0              # jobs whose WebSocket images were lost to a dropped socket
 
     def preflight(self) -> None:
         """Check the live server; raise WorkflowRejected naming every problem and the choices.
@@ -130,9 +132,11 @@ class KeyframeGenerator:
         try:
             result = self.client.run_job(workflow.patch(**patch), output_node=workflow.output_node)
         except ImagesNotReceived as exc:
-            if self.websocket_output and exc.socket_dropped:
+            self._drops_in_a_row = self._drops_in_a_row + 1 if exc.socket_dropped else 0
+            if self.websocket_output and 0 < self._drops_in_a_row < DROPS_BEFORE_SWITCH:
                 # Lost in transit (ComfyUI restarted its socket, a network blip): not a reason to
-                # fill ComfyUI's output folder; the caller makes the keyframe again.
+                # fill ComfyUI's output folder; the caller makes the keyframe again. A socket that
+                # drops during every job (a proxy's idle timeout) does switch, below.
                 raise
             if self.websocket_output:
                 self._stop_using_the_websocket_output(exc)
@@ -144,6 +148,7 @@ class KeyframeGenerator:
             workflow = self.txt2img if image is None else self.img2img
             result = self.client.run_job(workflow.patch(**patch), output_node=workflow.output_node)
         else:
+            self._drops_in_a_row = 0
             if trying_websocket:
                 self._use_the_websocket_output_again()
         if not self.websocket_output:

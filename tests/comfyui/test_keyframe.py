@@ -155,23 +155,27 @@ def test_a_model_free_user_workflow_runs_through_generate_keyframe(client, pictu
     assert np.array_equal(np.asarray(result.image), 255 - np.asarray(picture))
 
 
-def test_a_socket_that_drops_mid_job_loses_that_job_but_keeps_the_websocket_output(fake, client, picture):
+def _blip_during_the_next_job(fake) -> None:
+    """ComfyUI's listener goes away for a moment while the next (1 s) job runs."""
     import threading
     import time
 
-    from backend.comfyui.client import ImagesNotReceived
-
-    gen = _generator(client)
-    first = gen.generate_keyframe(picture, "sky", "", seed=1, denoise=0.5).image
-    fake.latency = 1.0
-
-    def blip() -> None:           # ComfyUI's listener goes away for a moment while the job runs
+    def blip() -> None:
         time.sleep(0.4)
         fake.refuse_connections = True
         time.sleep(0.5)
         fake.refuse_connections = False
 
+    fake.latency = 1.0
     threading.Thread(target=blip, daemon=True).start()
+
+
+def test_a_socket_that_drops_mid_job_loses_that_job_but_keeps_the_websocket_output(fake, client, picture):
+    from backend.comfyui.client import ImagesNotReceived
+
+    gen = _generator(client)
+    first = gen.generate_keyframe(picture, "sky", "", seed=1, denoise=0.5).image
+    _blip_during_the_next_job(fake)
     with pytest.raises(ImagesNotReceived) as info:
         gen.generate_keyframe(first, "sky", "", seed=2, denoise=0.5)
     assert info.value.socket_dropped and "dropped during the job" in str(info.value)
@@ -180,3 +184,17 @@ def test_a_socket_that_drops_mid_job_loses_that_job_but_keeps_the_websocket_outp
     again = gen.generate_keyframe(first, "sky", "", seed=2, denoise=0.5).image    # the caller's retry
     assert np.array_equal(np.asarray(again), fake_sample(first, 2, 0.5))
     assert gen.websocket_output and fake.file_counts()["output"] == 0
+
+
+def test_a_socket_that_drops_during_every_job_does_switch_to_save_image(fake, client, picture):
+    from backend.comfyui.client import ImagesNotReceived
+
+    gen = _generator(client)
+    first = gen.generate_keyframe(picture, "sky", "", seed=1, denoise=0.5).image
+    _blip_during_the_next_job(fake)
+    with pytest.raises(ImagesNotReceived):
+        gen.generate_keyframe(first, "sky", "", seed=2, denoise=0.5)
+    _blip_during_the_next_job(fake)     # again: a proxy that cuts the socket during every job
+    second = gen.generate_keyframe(first, "sky", "", seed=2, denoise=0.5).image
+    assert np.array_equal(np.asarray(second), fake_sample(first, 2, 0.5))
+    assert not gen.websocket_output and fake.file_counts()["output"] == 1
