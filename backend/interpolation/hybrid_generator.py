@@ -257,9 +257,12 @@ class HybridGenerator:
         n = math.ceil((arrival - max(now, due)) * fps - 1e-9) + self._j - 2
         if self._j > self._n and now - since >= self.keyframe_latency:
             n = max(n, self._j)
-        n = min(n, settings.auto_max_frames)
         if n > self._n:
-            self._spread_rest(n, last)
+            # Grow in steps, not a frame per frame shown: each re-spread drops what was decoded ahead.
+            step = max(settings.max_batch, math.ceil(self._n / 4))
+            n = min(settings.auto_max_frames, max(n, self._n + step))
+            if n > self._n:
+                self._spread_rest(n, last)
 
     def _spread_rest(self, n: int, last: int) -> None:
         """N_s = n from now on: positions last+1..n run on from where `last` was shown to t = 1."""

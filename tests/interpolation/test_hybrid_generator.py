@@ -459,6 +459,21 @@ def test_a_stretched_segment_goes_back_to_its_planned_pace_once_the_late_keyfram
     assert 5 in by_segment and len(stretched) < most
 
 
+def test_a_long_overdue_keyframe_grows_the_segment_in_steps_not_a_frame_per_frame(closing):
+    fps = 10.0
+    clock = FakeClock()
+    source = GatedSource([1.0] * 6 + [12.0] * 10)  # K_6 takes twelve times the estimate
+    settings = ScheduleSettings(resolution=RES, interpolation_frames="auto", fps=fps, auto_margin=1.25)
+    gen = HybridGenerator(source, PoolEncoder(), settings, clock=clock).start()
+    closing(gen)
+    frames = [f for f in play_paced(gen, source, clock, fps, 200) if f is not None]
+    stretched = segments_on_the_arc(frames)[4]  # the one playing while K_6 was late
+    plans = [f.segment_frames for f in stretched]
+    changes = sum(a != b for a, b in zip(plans, plans[1:]))
+    # Every re-spread throws away the frames decoded ahead: it must not happen at every frame.
+    assert len(stretched) > 60 and changes <= len(stretched) // 6, (len(stretched), changes)
+
+
 def test_fixed_segments_never_stretch_so_a_late_keyframe_holds_the_display(closing):
     fps = 4.0
     clock = FakeClock()
