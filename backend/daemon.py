@@ -32,6 +32,11 @@ def _is_vae_numerics(exc: BaseException) -> bool:
     return module is not None and isinstance(exc, module.VaeNumericsError)
 
 
+def _worth_logging(count: int) -> bool:
+    """The 1st, 100th, 200th... of a repeating problem: not one log line per frame for days."""
+    return count == 1 or count % 100 == 0
+
+
 class Daemon:
     def __init__(self, config: Config, config_path: Path, shutdown: Any, *, overrides: dict | None = None):
         self.config, self.shutdown = config, shutdown
@@ -163,13 +168,12 @@ class Daemon:
     def _vae_out_of_memory(self, exc: Exception, wait: float = 1.0) -> None:
         """The VAE found no GPU memory even one frame at a time: say so, wait, try again."""
         self.out_of_memory += 1
-        if self.out_of_memory == 1 or self.out_of_memory % 100 == 0:
+        if _worth_logging(self.out_of_memory):
             log.warning("VAE out of GPU memory (%d times so far): %s", self.out_of_memory, exc)
         self.last_error = f"VAE out of GPU memory: {str(exc).splitlines()[0][:300]}"
         self._status("buffering")
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()  # what the failed attempt left cached goes back to ComfyUI
+        if self.encoder is not None:
+            self.encoder.free_cache()  # what the failed attempt left cached goes back to ComfyUI
         self.shutdown.stop.wait(wait)
 
     def _wait_until(self, deadline: float, slice_s: float = 0.25) -> str:
@@ -194,7 +198,7 @@ class Daemon:
             ring = self.writer.write(frame.pixels, frame.index)
         except AtomicWriteError as exc:  # the previous frame stays up; say why in the status
             self.unwritten += 1
-            if self.unwritten == 1 or self.unwritten % 100 == 0:  # not one log line per frame for days
+            if _worth_logging(self.unwritten):
                 log.warning("frame %d not written (%d in a row): %s", frame.index, self.unwritten, exc)
             self.last_error = f"frame not written: {exc}"
             self._status("live")

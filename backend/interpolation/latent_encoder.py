@@ -180,6 +180,10 @@ class LatentEncoder:
         """Free accelerator memory (pause); the next encode/decode moves the model back."""
         self.runner.release()
 
+    def free_cache(self) -> None:
+        """Return cached accelerator memory (after an out-of-memory error); the model stays placed."""
+        self.runner.free_cache()
+
 
 def _load_model(kind: str, src: VaeSource, family: str) -> tuple[torch.nn.Module, str, float, float]:
     """(model in fp32 on CPU, family, scale, shift) for one source; raises on anything unusable."""

@@ -102,6 +102,11 @@ class ModelRunner:
         self.model.to(device=self.device, memory_format=torch.channels_last)
         self._placed = True
 
+    def free_cache(self) -> None:
+        """Give the accelerator memory torch keeps cached (after a failed call) back; weights stay."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def release(self) -> None:
         """Move the weights to the CPU and free the accelerator's cache; the next call moves them back."""
         if self.device.type == "cuda" and self._placed:

@@ -25,13 +25,16 @@ def test_a_vae_out_of_gpu_memory_holds_the_picture_and_the_run_resumes_without_l
         return real_decode(self, latents)
 
     monkeypatch.setattr(LatentEncoder, "decode_to_uint8", decode)
+    real_free = LatentEncoder.free_cache
+    freed = []
+    monkeypatch.setattr(LatentEncoder, "free_cache", lambda self: (freed.append(1), real_free(self)))
     config = folder_config(tmp_path, tiny_vae, display={"fps": 20, "history_keep": 1000})
     run = DaemonRun(config, max_frames=24).start()
     seen_error = wait_until(lambda: "out of GPU memory" in (read_status(tmp_path) or {}).get("last_error", ""),
                             timeout=60, what="the out-of-memory error in the status", check=run.check)
     assert seen_error
     assert run.join(120) == 0
-    assert calls["failed"] == 6
+    assert calls["failed"] == 6 and len(freed) == 6  # the cache handed back after every failed attempt
     assert history_indices(tmp_path / "out") == list(range(24))  # every frame once, in order
     status = read_status(tmp_path)
     assert status["state"] == "stopped" and status["last_error"] == ""
