@@ -18,7 +18,9 @@ from PIL import Image, UnidentifiedImageError
 
 from backend.config import Config
 from backend.images import fit_cover
-from backend.keyframes import ComfyUISource, FolderSource, KeyframeSourceError, SeedPolicy
+from backend.folder_source import FolderSource
+from backend.frames import KeyframeSourceError
+from backend.keyframes import ComfyUISource, SeedPolicy
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from backend.assembly import (UserError, build_encoder, build_source, needs_vae,
 from backend.config import Config, ConfigWatcher
 from backend.control import ControlFile, locate_control_file
 from backend.frame_writer import AtomicWriteError, FrameWriter, atomic_write_bytes
-from backend.keyframes import ComfyUISource, KeyframeSourceError
+from backend.frames import KeyframeSourceError
+from backend.keyframes import ComfyUISource
 from backend.status import StatusWriter, new_status
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,9 @@ from PIL import Image
 
 from backend.comfyui.errors import ComfyUnavailable, ExecutionFailed, Interrupted, WorkflowRejected
 from backend.comfyui.workflow import WorkflowError
-from backend.keyframes import (ComfyUISource, FolderSource, KeyframeSourceError, PromptRotation,
-                               SeedPolicy)
+from backend.folder_source import FolderSource
+from backend.frames import KeyframeSourceError
+from backend.keyframes import ComfyUISource, PromptRotation, SeedPolicy
 
 
 @dataclass(frozen=True)

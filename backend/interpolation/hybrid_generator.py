@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from backend.frames import Frame
 from backend.images import fit_cover
 from backend.interpolation.keyframe_worker import KeyframeSource, KeyframeWorker
 from backend.interpolation.spherical_lerp import ease, lerp, slerp
@@ -47,18 +48,6 @@ class ScheduleSettings:
     auto_max_frames: int = 240                # auto: upper bound on N
     auto_min_frames: int = 3                  # auto: lower bound on N, so fast or loaded keyframes still morph
     max_batch: int = 8                        # most latents decoded in one call
-
-
-@dataclass(frozen=True)
-class Frame:
-    pixels: np.ndarray       # [H, W, 3] uint8
-    index: int               # 0.. over the whole run
-    segment: int             # s
-    position: int            # j in 0..segment_frames-1
-    kind: str                # "keyframe" (j == 0) | "inbetween"
-    segment_frames: int      # N_s + 1
-    keyframe: Any = None     # the source's keyframe object on j == 0 frames, else None
-    keyframe_image: Any = None  # K_s fitted to the resolution (PIL RGB) on j == 0 frames, else None
 
 
 @dataclass

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from backend.config import Config, ConfigError, load_config
-from backend.keyframes import FolderSource, KeyframeSourceError
+from backend.folder_source import FolderSource
+from backend.frames import KeyframeSourceError
 from tests.reliability.conftest import run_cli
 
 # -- random files at the two loaders ------------------------------------------------------------
