@@ -25,6 +25,9 @@ class Keyframe:
     seed: int | None = None   # sampler seed, None for loaded images
     generated: bool = True    # False for loaded images: they do not count as keyframe latency
     origin: str = ""          # "txt2img" | "img2img" | "start_image" | "skipped" | a file name
+    negative: str = ""        # negative prompt it was made with ("" when none or not generated)
+    denoise: float | None = None   # img2img denoise it was made with (None: txt2img or loaded)
+    prompt_id: str | None = None   # ComfyUI's id of the job (its history entry already deleted)
 
 
 @dataclass(frozen=True)
