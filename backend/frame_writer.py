@@ -5,6 +5,12 @@ Layout under output_dir (one PNG encode per frame, the same bytes written to eac
     frames/frame_{index % ring_size}.png   ring of files; status.txt/json name the newest one
     current_frame.png                      the newest frame, for readers that watch one name
     history/frame_{index:08d}.png          optional, only the newest `history_keep` kept
+    keyframes/keyframe_{segment:06d}.png   optional, the keyframes as they went into the VAE, same limit
+
+One retention rule covers both history folders: the newest `history_keep` files of each are kept,
+after every write and at once when `configure(history_keep=k)` lowers the limit. history_keep == 0
+turns both histories off: nothing more is written and files already there are left alone (switching
+a feature off does not delete what a user may have wanted to keep).
 
 Every file is written with `atomic_write_bytes`: a uniquely named temp file in the same folder, then
 `os.replace`, so a reader sees the old file or the new one, never a torn one. On Windows a reader
@@ -29,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["AtomicWriteError", "atomic_write_bytes", "FrameTimings", "FrameWriter"]
+__all__ = ["AtomicWriteError", "FrameTimings", "FrameWriter", "atomic_write_bytes"]
 
 
 class AtomicWriteError(OSError):
@@ -121,17 +127,15 @@ class FrameWriter:
         self.ring_size = ring_size
         # replace / write: test seams (a reader locking the file, a full disk), as in atomic_write_bytes
         self._write_options = {"retries": retries, "delay": delay, "replace": replace, "write": write}
-        self.png_compression, self.history_keep = 1, 0
-        self.configure(png_compression=png_compression, history_keep=history_keep)
         self.current_path = self.output_dir / "current_frame.png"
         self.frames_dir = self.output_dir / "frames"
         self.history_dir = self.output_dir / "history"
+        self.keyframes_dir = self.output_dir / "keyframes"
         self.last_timings: FrameTimings | None = None
-        # History files in write order, oldest first: seeded once from disk (a previous run's frames
-        # count against the limit), then kept in memory so pruning never lists the folder again.
-        self._history: dict[Path, None] = {}
-        if self.history_dir.is_dir():
-            self._history = dict.fromkeys(sorted(self.history_dir.glob("frame_*.png")))
+        self.frame_history = _History(self.history_dir, "frame_*.png")
+        self.keyframe_history = _History(self.keyframes_dir, "keyframe_*.png")
+        self.png_compression, self.history_keep = 1, 0
+        self.configure(png_compression=png_compression, history_keep=history_keep)
 
     def configure(self, *, png_compression: int | None = None, history_keep: int | None = None) -> None:
         """Apply live config edits (display.png_compression 0..9, display.history_keep >= 0)."""
@@ -143,6 +147,9 @@ class FrameWriter:
             if history_keep < 0:
                 raise ValueError(f"history_keep must be >= 0, got {history_keep}")
             self.history_keep = history_keep
+            if history_keep > 0:  # a lowered limit applies now, not one file per future write
+                self.frame_history.prune(history_keep)
+                self.keyframe_history.prune(history_keep)
 
     def encode(self, frame: np.ndarray | Image.Image) -> bytes:
         """uint8 [H, W, 3] array (RGB) or a PIL image -> PNG bytes."""
@@ -176,15 +183,43 @@ class FrameWriter:
         self.last_timings = FrameTimings((encoded - start) * 1e3, (time.perf_counter() - encoded) * 1e3, len(data))
         return ring
 
+    def write_keyframe(self, image: Image.Image, segment: int) -> None:
+        """With history on, keep K_s as it went into the VAE: keyframes/keyframe_{segment:06d}.png
+        (atomic), pruned to the newest `history_keep`. Does nothing when history_keep == 0.
+        Raises AtomicWriteError (an OSError) when the file cannot be written."""
+        if self.history_keep > 0:
+            path = self.keyframes_dir / f"keyframe_{segment:06d}.png"
+            atomic_write_bytes(path, self.encode(image), **self._write_options)
+            self.keyframe_history.add(path, self.history_keep)
+
     def _write_history(self, data: bytes, index: int) -> None:
         path = self.history_dir / f"frame_{index:08d}.png"
         atomic_write_bytes(path, data, **self._write_options)
-        self._history.pop(path, None)  # an index written again (restart from 0) moves to the newest end
-        self._history[path] = None
-        excess = len(self._history) - self.history_keep
-        for oldest in list(itertools.islice(self._history, max(0, excess))):
+        self.frame_history.add(path, self.history_keep)
+
+
+class _History:
+    """The files of one history folder in write order, oldest first: seeded once from disk (a
+    previous run's files count against the limit), then kept in memory so pruning never lists the
+    folder again."""
+
+    def __init__(self, folder: Path, pattern: str):
+        self._files: dict[Path, None] = dict.fromkeys(sorted(folder.glob(pattern))) if folder.is_dir() else {}
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def add(self, path: Path, keep: int) -> None:
+        self._files.pop(path, None)  # a name written again (restart from 0) moves to the newest end
+        self._files[path] = None
+        self.prune(keep)
+
+    def prune(self, keep: int) -> None:
+        """Delete all but the newest `keep` files."""
+        excess = len(self._files) - keep
+        for oldest in list(itertools.islice(self._files, max(0, excess))):
             try:
                 oldest.unlink(missing_ok=True)
             except OSError:
-                continue  # held by a viewer (Windows): stays listed and is tried again after the next frame
-            del self._history[oldest]
+                continue  # held by a viewer (Windows): stays listed and is tried again after the next write
+            del self._files[oldest]

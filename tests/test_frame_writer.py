@@ -218,3 +218,67 @@ def test_a_history_file_held_by_a_viewer_is_deleted_once_it_is_released(tmp_path
     writer.write(frame(4), 4)
     names = sorted(p.name for p in (tmp_path / "history").iterdir())
     assert names == ["frame_00000003.png", "frame_00000004.png"]
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_write_keyframe_keeps_the_keyframe_as_a_complete_png(tmp_path):
+    writer = FrameWriter(tmp_path, history_keep=5)
+    writer.write_keyframe(Image.new("RGB", (24, 16), (9, 8, 7)), 3)
+    with Image.open(tmp_path / "keyframes" / "keyframe_000003.png") as image:
+        assert image.size == (24, 16) and image.getpixel((0, 0)) == (9, 8, 7)
+    assert leftovers(tmp_path / "keyframes") == []
+
+
+def test_write_keyframe_does_nothing_with_history_off(tmp_path):
+    FrameWriter(tmp_path).write_keyframe(Image.new("RGB", (8, 8)), 0)
+    assert not (tmp_path / "keyframes").exists()
+
+
+def test_keyframe_history_keeps_only_the_newest_keyframes(tmp_path):
+    writer = FrameWriter(tmp_path, history_keep=2)
+    for segment in range(6):
+        writer.write_keyframe(Image.new("RGB", (8, 8), (segment, 0, 0)), segment)
+    assert names(tmp_path / "keyframes") == ["keyframe_000004.png", "keyframe_000005.png"]
+
+
+def test_a_keyframe_that_cannot_be_written_raises_and_keeps_the_old_one(tmp_path):
+    writer = FrameWriter(tmp_path, history_keep=3, retries=2, delay=0.001, replace=LockedReplace(float("inf")))
+    (tmp_path / "keyframes").mkdir()
+    (tmp_path / "keyframes" / "keyframe_000001.png").write_bytes(b"old")
+    with pytest.raises(AtomicWriteError):
+        writer.write_keyframe(Image.new("RGB", (8, 8)), 1)
+    assert (tmp_path / "keyframes" / "keyframe_000001.png").read_bytes() == b"old"
+    assert leftovers(tmp_path / "keyframes") == []
+
+
+def test_lowering_history_keep_live_prunes_frames_and_keyframes_at_once(tmp_path):
+    writer = FrameWriter(tmp_path, history_keep=100)
+    for i in range(30):
+        writer.write(frame(i), i)
+        writer.write_keyframe(Image.new("RGB", (8, 8)), i)
+    assert len(names(tmp_path / "history")) == 30 and len(names(tmp_path / "keyframes")) == 30
+    writer.configure(history_keep=10)  # no write in between: the new limit holds already
+    assert names(tmp_path / "history") == [f"frame_{i:08d}.png" for i in range(20, 30)]
+    assert names(tmp_path / "keyframes") == [f"keyframe_{i:06d}.png" for i in range(20, 30)]
+
+
+def test_a_new_run_with_a_lower_limit_prunes_a_previous_runs_keyframes_at_start(tmp_path):
+    first = FrameWriter(tmp_path, history_keep=6)
+    for segment in range(6):
+        first.write_keyframe(Image.new("RGB", (8, 8)), segment)
+    FrameWriter(tmp_path, history_keep=2)
+    assert names(tmp_path / "keyframes") == ["keyframe_000004.png", "keyframe_000005.png"]
+
+
+def test_turning_history_off_writes_no_more_and_deletes_nothing(tmp_path):
+    writer = FrameWriter(tmp_path, history_keep=3)
+    for i in range(3):
+        writer.write(frame(i), i)
+        writer.write_keyframe(Image.new("RGB", (8, 8)), i)
+    writer.configure(history_keep=0)
+    writer.write(frame(3), 3)
+    writer.write_keyframe(Image.new("RGB", (8, 8)), 3)
+    assert len(names(tmp_path / "history")) == 3 and len(names(tmp_path / "keyframes")) == 3
