@@ -214,13 +214,15 @@ def load_config(path: str | Path) -> Config:
     """Read and validate a config file; relative paths in it resolve against its folder."""
     path = Path(path).expanduser().absolute()
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(path, ["config file not found (copy config.yaml from the Reverie folder, or pass "
                                  "--config PATH)"]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, [f"cannot read the config file: {e}"]) from None
-    return parse_config_text(text, str(path), path.parent)
+    except OSError as e:
+        if path.is_dir():  # IsADirectoryError on POSIX, PermissionError on Windows
+            raise ConfigError(path, ["this is a folder, not a config file; pass --config PATH/config.yaml"]) from None
+        raise ConfigError(path, [f"cannot read the config file: {e.strerror or e}"]) from None
+    return parse_config_text(_c.decode_text(data, str(path)), str(path), path.parent)
 
 
 def with_overrides(config: Config, *, fps: float | None = None, source: str | None = None) -> Config:
@@ -265,14 +267,25 @@ class ConfigWatcher:
     """Re-reads the config file after an edit. `poll()` is cheap enough to call every loop iteration:
     it stats the file at most every `interval` seconds and parses only when mtime or size changed.
     `overrides` (with_overrides' keywords, e.g. {"fps": 24}) are applied to every edit before it is
-    compared, so command-line values stay in force and are not reported as pending restarts."""
+    compared, so command-line values stay in force and are not reported as pending restarts.
+
+    `problem` is "" normally; after an edit that is ignored (invalid YAML or values, not UTF-8, the
+    file emptied or deleted for longer than `absent_grace` seconds) it is one line naming the problem,
+    and it goes back to "" once a good edit loads (status shows it: a skin user never sees the log)."""
 
     def __init__(self, path: str | Path, current: Config, *, interval: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic, overrides: dict[str, Any] | None = None):
+                 clock: Callable[[], float] = time.monotonic, overrides: dict[str, Any] | None = None,
+                 absent_grace: float = 2.0):
         self.path = Path(path).expanduser().absolute()
         self.current = current
         self.overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
         self.interval = interval
+        self.problem = ""
+        # An editor that saves by truncating, or by deleting and renaming, leaves the file empty or
+        # missing for a moment: only an absence that outlasts this grace is reported.
+        self.absent_grace = absent_grace
+        self._absent_since: float | None = None
+        self._absence_reported = False
         self._clock = clock
         self._next_check = clock() + interval
         self._stamp = self._stat()
@@ -284,37 +297,59 @@ class ConfigWatcher:
             return None
         return st.st_mtime_ns, st.st_size
 
+    def _absent(self, now: float, what: str) -> None:
+        if self._absent_since is None:
+            self._absent_since = now
+        if now - self._absent_since >= self.absent_grace and not self._absence_reported:
+            self._absence_reported = True
+            self.problem = f"{self.path.name} {what}; the running settings are kept until it is saved again"
+            log.warning("config %s %s; the running config is kept", self.path, what)
+
+    def _present(self) -> None:
+        self._absent_since = None
+        if self._absence_reported:  # the absence was the problem, and it is over
+            self._absence_reported = False
+            self.problem = ""
+
     def poll(self) -> Config | None:
         """A new valid Config when a live-applicable setting changed, else None. Invalid edits are
-        logged with all their problems and the running config is kept; restart-only changes are logged
-        and not applied (the returned Config keeps their running values)."""
+        logged with all their problems, set `problem`, and the running config is kept; restart-only
+        changes are logged and not applied (the returned Config keeps their running values)."""
         now = self._clock()
         if now < self._next_check:
             return None
         self._next_check = now + self.interval
         stamp = self._stat()
-        if stamp is None or stamp == self._stamp:
-            return None  # unchanged, or missing for a moment while an editor saves
+        if stamp is None:
+            self._absent(now, "was deleted or moved")
+            return None
+        if stamp == self._stamp:
+            self._present()  # unchanged (perhaps put back exactly as it was)
+            return None
         try:
             data = self.path.read_bytes()
         except OSError as e:  # e.g. an editor or antivirus holds it on Windows: try again next interval
             log.debug("config %s: cannot read it yet (%s)", self.path, e)
             return None
-        if not data.strip() or self._stat() != stamp:
+        if self._stat() != stamp:
             return None  # an editor is half-way through saving: look again next interval
+        if not data.strip():
+            self._absent(now, "is empty")  # never taken as "all defaults"
+            return None
+        self._present()
         self._stamp = stamp
         try:
-            try:
-                text = data.decode("utf-8-sig")
-            except UnicodeDecodeError as e:
-                raise ConfigError(self.path, [f"not UTF-8 text: {e}"]) from None
+            text = _c.decode_text(data, str(self.path))
             new = with_overrides(parse_config_text(text, str(self.path), self.path.parent), **self.overrides)
         except ConfigError as e:
             log.warning("%s\nconfig edit ignored; the running config is kept", e)
+            self.problem = _c.one_line("; ".join(e.problems))
             return None
         except Exception:  # noqa: BLE001 - a bug in a check must not stop a running daemon
             log.exception("config edit ignored after an unexpected error; the running config is kept")
+            self.problem = "an unexpected error while reading it (see the log)"
             return None
+        self.problem = ""
         changed = changed_keys(self.current, new)
         restart = [key for key in changed if _needs_restart(key)]
         live = [key for key in changed if not _needs_restart(key)]

@@ -58,6 +58,23 @@ def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, d
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
+def decode_text(data: bytes, source: str) -> str:
+    """Config file bytes -> text (UTF-8, a BOM tolerated); other encodings are a ConfigError that
+    names the line, since Windows editors often save in the local code page."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(source, [f"line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file "
+                                   "as UTF-8"]) from None
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """`text` on one line, at most `limit` characters (for status fields)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+
+
 def load_yaml(text: str, source: str) -> Any:
     """YAML text -> Python structure; a syntax error becomes a ConfigError with line and column."""
     try:

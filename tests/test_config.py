@@ -426,3 +426,88 @@ def test_sampler_settings_edited_while_running_are_reported_as_needing_a_restart
     for key in ("keyframes.steps", "keyframes.cfg", "keyframes.sampler", "keyframes.scheduler"):
         assert key in caplog.text
     assert "restart Reverie to apply" in caplog.text and watcher.current.keyframes.steps == 20
+
+
+def test_watcher_problem_is_empty_while_edits_are_good(tmp_path):
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
+    assert watcher.problem == ""
+    write(path, "display: {fps: 12}\n")
+    clock.now += 1
+    assert watcher.poll() is not None and watcher.problem == ""
+
+
+def test_watcher_problem_names_an_invalid_edit_until_a_good_edit_loads(tmp_path):
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
+    write(path, "display: {fps: 100}\n")
+    clock.now += 1
+    assert watcher.poll() is None
+    assert watcher.problem.startswith("display.fps: must be between 0.1 and 60") and "\n" not in watcher.problem
+    write(path, "display: {fps: [\n")
+    clock.now += 1
+    watcher.poll()
+    assert "YAML syntax error at line" in watcher.problem
+    write(path, "display: {fps: 11}\n")
+    clock.now += 1
+    assert watcher.poll().display.fps == 11.0 and watcher.problem == ""
+
+
+def test_watcher_problem_clears_on_a_good_edit_that_changes_nothing_live(tmp_path):
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
+    write(path, "display: {fps: -1}\n")
+    clock.now += 1
+    watcher.poll()
+    assert watcher.problem
+    write(path, "display: {fps: 10}\n")
+    clock.now += 1
+    assert watcher.poll() is None and watcher.problem == ""
+
+
+def test_watcher_problem_says_the_file_was_emptied_once_it_stays_empty(tmp_path):
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
+    write(path, "")
+    clock.now += 1
+    assert watcher.poll() is None and watcher.problem == ""  # an editor may be half-way through saving
+    clock.now += 2
+    assert watcher.poll() is None
+    assert watcher.problem == "c.yaml is empty; the running settings are kept until it is saved again"
+    assert watcher.current.display.fps == 10.0
+    write(path, "display: {fps: 11}\n")
+    clock.now += 1
+    assert watcher.poll().display.fps == 11.0 and watcher.problem == ""
+
+
+def test_watcher_problem_says_the_file_was_deleted_and_clears_when_it_is_put_back(tmp_path):
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
+    kept = tmp_path / "kept.yaml"
+    path.rename(kept)
+    for _ in range(6):
+        clock.now += 0.5
+        assert watcher.poll() is None
+    assert watcher.problem == "c.yaml was deleted or moved; the running settings are kept until it is saved again"
+    kept.rename(path)  # put back exactly as it was: same mtime and size
+    clock.now += 0.5
+    assert watcher.poll() is None and watcher.problem == ""
+
+
+def test_watcher_problem_says_save_as_utf8_with_the_line_of_a_non_utf8_edit(tmp_path):
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
+    path.write_bytes("display: {fps: 12}\nkeyframes:\n  prompts: [caf\u00e9]\n".encode("cp1252"))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    clock.now += 1
+    assert watcher.poll() is None and watcher.current.display.fps == 10.0
+    assert watcher.problem == "line 3: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+
+
+def test_a_non_utf8_config_names_the_line_and_says_save_as_utf8(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"display:\n  fps: 10\n# \xe9t\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == ["line 3: not UTF-8 text (byte 0xe9); save the file as UTF-8"]
+
+
+def test_a_folder_given_as_the_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert "folder, not a config file" in info.value.problems[0]
