@@ -53,13 +53,32 @@ def build_encoder(config: Config) -> Any:
     from backend.interpolation.latent_encoder import LatentEncoder, VaeNotFoundError
 
     vae = config.vae
+    checkpoint, vae_file = workflow_vae(config)
     try:
         return LatentEncoder.load(kind=vae.kind, source=vae.source, family=vae.family, device=vae.device,
-                                  dtype=vae.dtype, comfyui_dir=vae.comfyui_dir, max_batch=vae.max_batch)
+                                  dtype=vae.dtype, comfyui_dir=vae.comfyui_dir, max_batch=vae.max_batch,
+                                  checkpoint=checkpoint, vae_file=vae_file)
     except VaeNotFoundError as exc:
         raise UserError(str(exc)) from None
     except (ValueError, OSError, RuntimeError) as exc:
         raise UserError(f"The VAE could not be loaded ({exc}); check the vae section of the config.") from None
+
+
+def workflow_vae(config: Config) -> tuple[str | None, str | None]:
+    """(checkpoint, VAELoader file) that ComfyUI decodes the keyframes with, as ComfyUI names them:
+    the configured comfyui.checkpoint, else the img2img workflow's own ckpt_name. (None, None) when
+    ComfyUI makes no keyframes, so any VAE fits (a folder source encodes and decodes with the same one)."""
+    if config.keyframes.source != "comfyui":
+        return None, None
+    from backend.comfyui.workflow import WorkflowError, load_workflow
+
+    try:
+        workflow = load_workflow(config.comfyui.workflow, config.comfyui.node_ids or None)
+    except (WorkflowError, OSError):  # build_source reports it with the fix
+        return config.comfyui.checkpoint, None
+    vae_names = [node["inputs"].get("vae_name") for node in workflow.graph.values() if node["class_type"] == "VAELoader"]
+    vae_file = next((name for name in vae_names if isinstance(name, str) and name), None)
+    return config.comfyui.checkpoint or workflow.checkpoint(), vae_file
 
 
 def load_start_image(path: Path | None, resolution: tuple[int, int]) -> Image.Image | None:

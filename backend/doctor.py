@@ -2,9 +2,9 @@
 
 Checks, in order, each printed as one line: the config is valid; torch sees a CUDA GPU (else the
 exact pytorch.org install line, because PyPI's Windows wheel is CPU-only and the SD VAE then
-takes ~11 s per frame); ComfyUI answers at the configured URL (else where it was found: 8188 or
+takes seconds per frame); ComfyUI answers at the configured URL (else where it was found: 8188 or
 ComfyUI Desktop's 8000..9000); ComfyUI has the checkpoint, nodes, sampler and scheduler; the
-VAE weights are found. Exit code 0 when nothing failed, 1 otherwise (warnings do not fail).
+VAE weights are found (naming the file: with vae.comfyui_dir, the checkpoint the workflow uses). Exit code 0 when nothing failed, 1 otherwise (warnings do not fail).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _other_device(torch) -> str:
 
 
 def check_comfyui(report: Report, config: Config) -> None:
-    from backend.assembly import UserError, build_source
+    from backend.assembly import UserError, build_source, workflow_vae
     from backend.comfyui.client import ComfyClient, discover
     from backend.comfyui.errors import ComfyError
 
@@ -100,7 +100,8 @@ def check_comfyui(report: Report, config: Config) -> None:
     except ComfyError as exc:  # it went away between the checks
         report.fail(f"ComfyUI stopped answering during the check: {exc}")
         return
-    wanted = config.comfyui.checkpoint or "the workflow's own"
+    used = workflow_vae(config)[0]
+    wanted = used if config.comfyui.checkpoint else f"{used}, the workflow's own" if used else "none named"
     report.ok(f"ComfyUI accepts the workflows (checkpoint: {wanted}; {len(names)} on the server)")
     source.close()
 

@@ -98,3 +98,23 @@ def test_an_old_server_without_the_models_route_starts_without_a_traceback(tmp_p
         finally:
             source.close()
     assert warnings_of(caplog) == []
+
+
+def test_workflow_vae_is_the_configured_checkpoint_else_the_workflows_own(tmp_path):
+    from backend.assembly import workflow_vae
+
+    assert workflow_vae(parse_config({"comfyui": {"checkpoint": "mine.safetensors"}})) == ("mine.safetensors", None)
+    assert workflow_vae(parse_config({})) == ("v1-5-pruned-emaonly.safetensors", None)
+    assert workflow_vae(parse_config({"keyframes": {"source": "folder", "folder": str(tmp_path)}})) == (None, None)
+
+
+def test_workflow_vae_names_the_file_of_a_vaeloader_in_the_workflow(tmp_path):
+    import json
+
+    from backend.assembly import workflow_vae
+
+    graph = json.loads((Path(__file__).resolve().parent.parent / "backend/comfyui/workflows/img2img_sd15.json").read_text())
+    graph["99"] = {"class_type": "VAELoader", "inputs": {"vae_name": "vae-ft-mse-840000.safetensors"}}
+    (tmp_path / "wf.json").write_text(json.dumps(graph))
+    config = parse_config({"comfyui": {"workflow": "wf.json"}}, base_dir=tmp_path)
+    assert workflow_vae(config) == ("v1-5-pruned-emaonly.safetensors", "vae-ft-mse-840000.safetensors")

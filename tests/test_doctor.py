@@ -30,3 +30,37 @@ def test_a_cuda_torch_that_finds_no_gpu_points_at_the_driver_not_at_a_reinstall(
     check_torch(report)
     out = capsys.readouterr().out
     assert report.failed == 1 and "NVIDIA driver" in out and "--index-url" not in out
+
+
+def write_checkpoint(path, seed: int) -> None:
+    """A tiny SD-layout checkpoint: a random VAE under first_stage_model.* plus a text-encoder key."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import save_file
+
+    from tests.interpolation.conftest import TINY_KL
+    from tests.interpolation.ldm_layout import to_ldm
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**TINY_KL).eval()
+    tensors = {"first_stage_model." + k: v for k, v in to_ldm(vae.state_dict(), num_blocks=2).items()}
+    save_file({**tensors, "cond_stage_model.transformer.x": torch.zeros(2)}, str(path))
+
+
+@pytest.mark.parametrize("configured", ["b_used.safetensors", None])
+def test_check_names_the_checkpoint_the_workflow_uses_as_the_vae_source(configured, tmp_path, capsys, monkeypatch):
+    from backend.config import parse_config
+    from backend.doctor import check_vae
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "ComfyUI" / "models" / "checkpoints"
+    folder.mkdir(parents=True)
+    write_checkpoint(folder / "a_first.safetensors", 1)
+    used = configured or "v1-5-pruned-emaonly.safetensors"  # the built-in workflow's own ckpt_name
+    write_checkpoint(folder / used, 2)
+    config = parse_config({"vae": {"kind": "kl", "device": "cpu", "comfyui_dir": "ComfyUI"},
+                           "comfyui": {"checkpoint": configured}}, base_dir=tmp_path)
+    report = Report()
+    check_vae(report, config)
+    out = capsys.readouterr().out
+    assert report.failed == 0 and f"checkpoints/{used} (the VAE of checkpoint {used}" in out.replace("\\", "/")
+    assert "a_first" not in out

@@ -81,15 +81,20 @@ class LatentEncoder:
     @classmethod
     def load(cls, kind: str = "kl", source: str | None = None, family: str = "auto", device: str = "auto",
              dtype: str = "auto", comfyui_dir: str | Path | None = None, max_batch: int = 8,
-             tile_threshold: int = 1024 * 1024, tile_size: int = 512) -> "LatentEncoder":
+             tile_threshold: int = 1024 * 1024, tile_size: int = 512, checkpoint: str | None = None,
+             vae_file: str | None = None) -> "LatentEncoder":
         """Find and load weights (order in ``vae_sources``); raises VaeNotFoundError listing every place tried.
+
+        ``checkpoint`` / ``vae_file``: what the ComfyUI workflow loads (names as ComfyUI lists them), so
+        the kl kind takes the VAE ComfyUI decodes with from ``comfyui_dir``, not some other model's.
 
         ``tile_threshold`` is a pixel count (H*W) above which the kl kind decodes/encodes in tiles of
         ``tile_size`` x ``tile_size`` pixels (25% overlap, blended).
         """
         if kind == "auto":
             return cls._load_auto(source=source, family=family, device=device, dtype=dtype, comfyui_dir=comfyui_dir,
-                                  max_batch=max_batch, tile_threshold=tile_threshold, tile_size=tile_size)
+                                  max_batch=max_batch, tile_threshold=tile_threshold, tile_size=tile_size,
+                                  checkpoint=checkpoint, vae_file=vae_file)
         if kind not in KINDS:
             raise ValueError(f"unknown VAE kind {kind!r}; choose auto or one of {', '.join(KINDS)}")
         if family != "auto" and family not in FAMILIES:
@@ -101,7 +106,7 @@ class LatentEncoder:
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)  # validates dtype before any weights are read
         tried: list[str] = []
-        for src in candidates(kind, source, family, comfyui_dir, tried):
+        for src in candidates(kind, source, family, comfyui_dir, tried, checkpoint=checkpoint, vae_file=vae_file):
             try:
                 model, fam, scale, shift = _load_model(kind, src, family)
             except (OSError, ValueError, RuntimeError, KeyError) as exc:  # unreadable, wrong family, not a VAE

@@ -1,15 +1,17 @@
 """Where VAE weights can come from, in search order, without loading any of them.
 
-Order: an explicit path (or Hugging Face id), then ComfyUI's ``models/vae`` (kl) or
-``models/vae_approx`` (tiny), then the VAE inside ``models/checkpoints/*.safetensors`` (kl), then
-a Hugging Face id resolved cache-first (kl). ``candidates`` lists what exists; the loader tries
+Order: an explicit path (or Hugging Face id), then ComfyUI's ``models/vae_approx`` (tiny) or,
+for kl, the VAE ComfyUI itself decodes with when the workflow names it (its VAELoader's file in
+``models/vae``, else the checkpoint it loads from ``models/checkpoints``), otherwise the files of
+``models/vae`` and the VAEs inside ``models/checkpoints/*.safetensors``; then a Hugging Face id
+resolved cache-first (kl). ``candidates`` lists what exists; the loader tries
 each and raises ``VaeNotFoundError`` with ``tried`` when none loads. No torch import here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 KL_FILE_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin", ".pth")
 TINY_SUFFIXES = (".pth", ".safetensors")
@@ -42,11 +44,12 @@ class VaeSource:
     location: str  # folder/file path, encoder file for "tiny", or a Hub id
     decoder: str | None = None  # the decoder file of a tiny pair
     searched: bool = False  # found by searching a folder (not named by the user): skip it if it names another family
+    role: str = ""  # why this one, e.g. "the VAE of checkpoint x.safetensors, which the workflow loads"
 
     def describe(self) -> str:
         if self.form == "tiny":
             return f"TAESD pair {self.location} + {Path(self.decoder or '').name}"
-        return f"{self.form} {self.location}"
+        return f"{self.form} {self.location}" + (f" ({self.role})" if self.role else "")
 
 
 def comfyui_models(comfyui_dir: str | Path) -> Path:
@@ -126,12 +129,39 @@ def _explicit(kind: str, source: str, family: str, tried: list[str]) -> list[Vae
     return []
 
 
+def _model_file(folder: Path, name: str) -> Path:
+    """A model name as ComfyUI lists it (``sub/x.safetensors``, ``sub\\x.safetensors`` on Windows) in ``folder``."""
+    return folder.joinpath(*PurePath(name.replace("\\", "/")).parts)
+
+
+def _workflow_vae(models: Path, checkpoint: str | None, vae_file: str | None, tried: list[str]) -> list[VaeSource]:
+    """The one VAE ComfyUI decodes the keyframes with. Any other file could belong to another model
+    (two checkpoints in models/checkpoints are common), so none is tried in its place."""
+    if vae_file:
+        path = _model_file(models / "vae", vae_file)
+        if path.is_file():
+            return [VaeSource("file", str(path), role=f"the workflow's VAELoader loads {vae_file}")]
+        tried.append(f"{path}: not found (the workflow's VAELoader names {vae_file})")
+        return []
+    path = _model_file(models / "checkpoints", checkpoint or "")
+    if not path.is_file():
+        tried.append(f"{path}: not found (the workflow uses checkpoint {checkpoint}; the VAEs of other checkpoints "
+                     f"are not used, as they may not match it)")
+    elif path.suffix == ".safetensors" and not checkpoint_has_vae(path):
+        tried.append(f"{path}: checkpoint {checkpoint} holds no first_stage_model.* (VAE) tensors")
+    else:
+        return [VaeSource("file", str(path), role=f"the VAE of checkpoint {checkpoint}, which the workflow uses")]
+    return []
+
+
 def candidates(kind: str, source: str | None, family: str, comfyui_dir: str | Path | None,
-               tried: list[str]) -> list[VaeSource]:
+               tried: list[str], *, checkpoint: str | None = None, vae_file: str | None = None) -> list[VaeSource]:
     """Sources to try in order. Appends a line to ``tried`` for every place looked at and passed over.
 
     An explicit ``source`` is the only candidate when given: a typo there must not silently
-    load some other VAE.
+    load some other VAE. ``checkpoint`` / ``vae_file``: the names (as ComfyUI lists them) of the
+    checkpoint and VAELoader file the workflow uses; when given, the kl search of ComfyUI's
+    folders takes that VAE only.
     """
     if source:
         return _explicit(kind, source, family, tried)
@@ -145,6 +175,8 @@ def candidates(kind: str, source: str | None, family: str, comfyui_dir: str | Pa
             pairs = tiny_pairs_in(folder, family) if folder.is_dir() else []
             tried.append(f"{folder}" + ("" if pairs else f": no *_encoder/*_decoder pair for family {family}"))
             found += pairs
+        elif checkpoint or vae_file:
+            found += _workflow_vae(models, checkpoint, vae_file, tried)
         else:
             vae_dir, ckpt_dir = models / "vae", models / "checkpoints"
             files = sorted(f for f in vae_dir.glob("*") if f.suffix in KL_FILE_SUFFIXES) if vae_dir.is_dir() else []

@@ -339,3 +339,50 @@ def test_auto_kind_with_no_weights_anywhere_lists_the_places_of_both_kinds(tmp_p
         pytest.skip("the local Hugging Face cache already holds stabilityai/sd-vae-ft-mse")
     assert message.startswith("vae.kind auto found no VAE of either kind")
     assert "models/vae_approx" in message and "models/checkpoints" in message and "sd-vae-ft-mse" in message
+
+
+@pytest.fixture
+def two_checkpoints(tiny_kl, tmp_path):
+    """A ComfyUI folder with two SD 1.x checkpoints whose VAEs differ: a_other sorts first."""
+    from diffusers import AutoencoderKL
+
+    from tests.interpolation.conftest import TINY_KL
+
+    torch.manual_seed(7)
+    other = AutoencoderKL(**TINY_KL).eval()
+    folder = tmp_path / "models" / "checkpoints"
+    folder.mkdir(parents=True)
+    (tmp_path / "models" / "vae").mkdir()
+    text_encoder = {"cond_stage_model.transformer.x": torch.zeros(2)}
+    ldm_file((other, None), folder / "a_other.safetensors", prefix="first_stage_model.", extra=text_encoder)
+    (folder / "SD15").mkdir()
+    ldm_file(tiny_kl, folder / "SD15" / "b_used.safetensors", prefix="first_stage_model.", extra=text_encoder)
+    return tmp_path, other
+
+
+def test_the_vae_comes_from_the_checkpoint_the_workflow_uses_not_the_first_one(tiny_kl, two_checkpoints):
+    root, other = two_checkpoints
+    encoder = LatentEncoder.load("kl", comfyui_dir=root, checkpoint="SD15\\b_used.safetensors")
+    assert "b_used.safetensors" in encoder.source and "which the workflow uses" in encoder.source
+    x = pixels(1)
+    torch.testing.assert_close(encoder.encode_pixels(x), direct_encode(tiny_kl[0], x) * 0.18215, rtol=1e-5, atol=1e-6)
+
+
+def test_a_vaeloader_in_the_workflow_wins_over_its_checkpoint(tiny_kl, two_checkpoints):
+    root, _ = two_checkpoints
+    ldm_file(tiny_kl, root / "models" / "vae" / "vae-ft-mse.safetensors")
+    encoder = LatentEncoder.load("kl", comfyui_dir=root, checkpoint="a_other.safetensors",
+                                 vae_file="vae-ft-mse.safetensors")
+    assert "vae-ft-mse.safetensors" in encoder.source and "VAELoader" in encoder.source
+
+
+def test_a_used_checkpoint_missing_from_the_folder_is_not_replaced_by_another(two_checkpoints):
+    root, _ = two_checkpoints
+    try:
+        encoder = LatentEncoder.load("kl", comfyui_dir=root, checkpoint="v1-5-pruned-emaonly.safetensors")
+    except VaeNotFoundError as exc:
+        message = str(exc)
+    else:
+        assert encoder.source.startswith("hub ")  # a VAE in the local Hugging Face cache, never a_other
+        return
+    assert "v1-5-pruned-emaonly.safetensors: not found" in message and "a_other" not in message
