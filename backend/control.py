@@ -13,6 +13,14 @@ already seen is never applied again. The first successful read after the daemon 
 baseline (clicks made while no daemon ran are stale); a count that went down (the skin was
 reinstalled) re-baselines that command.
 
+Only what the skin can write counts: a Count or Seq value is a plain non-negative whole number
+(``12``, or ``12.0`` as Rainmeter writes formula results) below 10**15. Anything else (a missing
+key, ``-5``, ``1e400``, ``inf``, text) is garbage: that command is ignored with one log line and
+forgotten, so its next good value is a fresh baseline and nothing is ever applied from garbage.
+A count that jumps by more than MAX_STEP between two reads is no burst of clicks either: it is
+re-baselined, not applied. A whole file that stays unreadable is logged once, then ignored until
+it changes.
+
 Rainmeter rewrites the whole file in place for every key (CreateFile(CREATE_ALWAYS, no
 sharing) + WriteFile), so a reader can meet a locked, empty or cut-off file. Those reads are
 ignored and retried on the next poll: a read counts only when the file carries the
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -40,7 +49,11 @@ COMMANDS: dict[str, str] = {
     "quit": "Quit",
 }
 SENTINEL_SECTION = "controlend"
-MAX_REPEAT = 5  # a count that jumps by more than this is applied MAX_REPEAT times (garbage guard)
+MAX_STEP = 10  # more new clicks of one command than this between two reads is garbage, not clicks
+# A count the skin writes: digits, maybe a trimmed ".0" tail; 15 digits stay exact in Rainmeter's doubles.
+_COUNTER = re.compile(r"\+?([0-9]{1,15})(?:\.0*)?")
+_MAX_BYTES = 64 * 1024
+_UNREADABLE_AFTER = 1.0  # seconds a settled file may stay unreadable before it is logged (a write in progress)
 
 
 def decode_ini_bytes(data: bytes) -> str | None:
@@ -82,12 +95,16 @@ def parse_ini(text: str) -> dict[str, dict[str, str]]:
     return sections
 
 
-def _as_int(value: str | None) -> int:
-    """'12' / '12.0' / None -> 12 / 12 / 0 (Rainmeter writes formula results as trimmed floats)."""
-    try:
-        return int(float(value)) if value else 0
-    except ValueError:
-        return 0
+def parse_counter(value: str | None) -> int | None:
+    """'12' / '12.0' -> 12; None for anything the skin would not write (missing, negative,
+    fractional, exponent, inf/nan, 10**15 or more, non-ASCII digits)."""
+    match = _COUNTER.fullmatch(value) if value is not None else None
+    return int(match.group(1)) if match else None
+
+
+def _shown(value: str | None) -> str:
+    """A value for the log: ASCII, one line, short, whatever the file held."""
+    return "missing" if value is None else ascii(value[:40] + ("..." if len(value) > 40 else ""))
 
 
 class ControlFile:
@@ -101,6 +118,7 @@ class ControlFile:
         self._consumed: tuple[int, int] | None = None  # (mtime_ns, size) of the last file applied
         self._seen: tuple[int, int] | None = None      # signature seen on the previous poll
         self._missing_logged = False
+        self._bad: frozenset[str] = frozenset()        # commands whose values were garbage on the last read
 
     def poll(self) -> list[str]:
         """New commands since the last poll, oldest first, among COMMANDS; [] when nothing new.
@@ -126,18 +144,23 @@ class ControlFile:
         self._seen = sig
         if not settled:
             return []
-        values = self._read()
+        try:  # the skin's file is under 1 KiB: a huge one is not ours and is not read into memory
+            data = self.path.read_bytes() if st.st_size <= _MAX_BYTES else b""
+        except OSError:  # PermissionError while Rainmeter holds it exclusively, or gone again
+            return []
+        values = self._parse(data)
         if values is None:
+            if age >= _UNREADABLE_AFTER:  # no write in progress: a damaged file, ignored until it changes
+                log.warning("control file %s is not a complete Reverie control file; ignored until it is "
+                            "rewritten (reinstall the skin if this stays)", self.path)
+                self._consumed = sig
             return []
         self._consumed = sig
         return self._diff(values)
 
-    def _read(self) -> dict[str, str] | None:
-        """The [Variables] keys of a complete file, or None for locked/partial/garbled content."""
-        try:
-            data = self.path.read_bytes()
-        except OSError:  # PermissionError while Rainmeter holds it exclusively, or gone again
-            return None
+    @staticmethod
+    def _parse(data: bytes) -> dict[str, str] | None:
+        """The [Variables] keys of a complete file, or None for partial/garbled content."""
         text = decode_ini_bytes(data)
         if text is None:
             return None
@@ -148,19 +171,37 @@ class ControlFile:
 
     def _diff(self, values: dict[str, str]) -> list[str]:
         """Counts now vs counts remembered -> commands to apply, ordered by their Seq keys."""
-        counts = {name: _as_int(values.get(stem.lower() + "count")) for name, stem in COMMANDS.items()}
-        previous, self._counts = self._counts, counts
+        readings: dict[str, tuple[int, int]] = {}
+        garbage: dict[str, str] = {}
+        for name, stem in COMMANDS.items():
+            raw_count, raw_seq = values.get(stem.lower() + "count"), values.get(stem.lower() + "seq")
+            count, seq = parse_counter(raw_count), parse_counter(raw_seq)
+            if count is None or seq is None:
+                garbage[name] = f"{stem}Count={_shown(raw_count)} {stem}Seq={_shown(raw_seq)}"
+            else:
+                readings[name] = (count, seq)
+        newly_bad = [garbage[name] for name in garbage if name not in self._bad]
+        if newly_bad:
+            log.warning("control file %s: ignored values that are not click counts: %s", self.path,
+                        ", ".join(newly_bad))
+        self._bad = frozenset(garbage)
+        # A command with garbage is forgotten: its next good count is a baseline, never a click.
+        previous, self._counts = self._counts, {name: count for name, (count, _) in readings.items()}
         if previous is None:
-            log.debug("control file baseline: %s", counts)
+            log.debug("control file baseline: %s", self._counts)
             return []
         issued: list[tuple[int, int, str]] = []
-        for order, (name, stem) in enumerate(COMMANDS.items()):
-            delta = counts[name] - previous[name]
-            if delta < 0:
-                log.info("control file counter %sCount went back (skin reinstalled?); re-baselined", stem)
+        for order, (name, (count, seq)) in enumerate(readings.items()):
+            if name not in previous:
                 continue
-            seq = _as_int(values.get(stem.lower() + "seq"))
-            issued.extend((seq, order, name) for _ in range(min(delta, MAX_REPEAT)))
+            delta = count - previous[name]
+            if delta < 0:
+                log.info("control file counter %sCount went back (skin reinstalled?); re-baselined", COMMANDS[name])
+            elif delta > MAX_STEP:
+                log.warning("control file counter %sCount jumped by %d at once; taken as a new baseline, "
+                            "not as clicks", COMMANDS[name], delta)
+            else:
+                issued.extend((seq, order, name) for _ in range(delta))
         issued.sort()
         return [name for _, _, name in issued]
 

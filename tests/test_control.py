@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from backend.control import COMMANDS, ControlFile, default_control_path, locate_control_file, rainmeter_skins_dir
+from backend.control import MAX_STEP, COMMANDS, ControlFile, default_control_path, locate_control_file, rainmeter_skins_dir
 from tests.rainmeter.rm_profile import write_key
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "rainmeter" / "Reverie" / "@Resources" / "Control.ini"
@@ -209,3 +213,154 @@ def test_locate_auto_finds_the_installed_skin_and_a_configured_path_is_used_as_g
     assert locate_control_file("auto", {}) is None
     assert locate_control_file(configured, env) == configured
     assert locate_control_file(configured, {}) == configured
+
+
+# -- garbage in the file ---------------------------------------------------------------------------
+
+def control_bytes(values: dict[str, str | None], *, sentinel: bool = True) -> bytes:
+    """A control file with the template's keys, `values` overriding them (None drops the key)."""
+    keys = {"ControlSeq": "0", **{f"{s}{k}": "0" for s in COMMANDS.values() for k in ("Count", "Seq")}}
+    keys.update(values)
+    lines = ["[Variables]", *(f"{k}={v}" for k, v in keys.items() if v is not None), ""]
+    if sentinel:
+        lines.append("[ControlEnd]")
+    return ("\r\n".join(lines) + "\r\n").encode("cp1252", errors="replace")
+
+
+class Writes:
+    """Puts contents into the control file, each with its own mtime in the past, so every write is
+    settled and distinct for ControlFile without sleeping."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.ns = path, time.time_ns() - 100 * 10**9
+
+    def put(self, data: bytes) -> None:
+        self.path.write_bytes(data)
+        self.ns += 10**6
+        os.utime(self.path, ns=(self.ns, self.ns))
+
+
+def warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "backend.control" and r.levelname == "WARNING"]
+
+
+@pytest.mark.parametrize("bad", ["1e400", "inf", "-inf", "nan", "1e3", "2.5", "0x10", "9" * 400, "\u0663", ""])
+def test_a_count_that_is_no_whole_number_is_ignored_with_one_log_line(tmp_path, caplog, bad) -> None:
+    writes, control = Writes(tmp_path / "Control.ini"), ControlFile(tmp_path / "Control.ini")
+    writes.put(control_bytes({"PauseCount": "1"}))
+    assert control.poll() == []
+    for _ in range(3):
+        writes.put(control_bytes({"PauseCount": bad, "ControlSeq": str(time.time_ns())}))
+        assert control.poll() == []
+    assert len(warnings(caplog)) == 1
+    assert "PauseCount=" in warnings(caplog)[0]
+
+
+def test_a_negative_count_then_a_file_without_that_key_applies_nothing(tmp_path, caplog) -> None:
+    writes, control = Writes(tmp_path / "Control.ini"), ControlFile(tmp_path / "Control.ini")
+    writes.put(control_bytes({}))
+    control.poll()
+    writes.put(control_bytes({"PauseCount": "-5"}))
+    assert control.poll() == []
+    writes.put(control_bytes({"PauseCount": None}))
+    assert control.poll() == []
+    writes.put(control_bytes({"PauseCount": "0"}))  # good again: a new baseline, not five clicks
+    assert control.poll() == []
+    writes.put(control_bytes({"PauseCount": "1", "PauseSeq": "1"}))
+    assert control.poll() == ["pause"]
+
+
+def test_a_count_that_jumps_by_more_than_max_step_is_a_new_baseline_not_clicks(tmp_path) -> None:
+    writes, control = Writes(tmp_path / "Control.ini"), ControlFile(tmp_path / "Control.ini")
+    writes.put(control_bytes({"NextPromptCount": "3"}))
+    control.poll()
+    writes.put(control_bytes({"NextPromptCount": str(3 + MAX_STEP + 1)}))
+    assert control.poll() == []
+    writes.put(control_bytes({"NextPromptCount": str(3 + MAX_STEP + 3)}))
+    assert control.poll() == ["next_prompt", "next_prompt"]
+
+
+def test_garbage_in_one_command_does_not_hide_a_click_of_another(tmp_path) -> None:
+    writes, control = Writes(tmp_path / "Control.ini"), ControlFile(tmp_path / "Control.ini")
+    writes.put(control_bytes({}))
+    control.poll()
+    writes.put(control_bytes({"QuitCount": "inf", "NewKeyframeCount": "1", "NewKeyframeSeq": "4"}))
+    assert control.poll() == ["new_keyframe"]
+
+
+def test_a_damaged_file_that_stays_is_logged_once_and_read_again_once_rewritten(tmp_path, caplog) -> None:
+    writes, control = Writes(tmp_path / "Control.ini"), ControlFile(tmp_path / "Control.ini")
+    writes.put(control_bytes({}))
+    control.poll()
+    writes.put(b"\x00garbage without the end section\x01" * 3)
+    for _ in range(3):
+        assert control.poll() == []
+    assert len(warnings(caplog)) == 1 and "not a complete Reverie control file" in warnings(caplog)[0]
+    writes.put(control_bytes({"ResumeCount": "1", "ResumeSeq": "1"}))
+    assert control.poll() == ["resume"]
+
+
+def _oracle_counts(data: bytes) -> dict[str, int] | None:
+    """Independent of ControlFile's counting: the counts a readable file holds, a command left out
+    when its Count or Seq is not what the skin writes; None when the file is not readable at all."""
+    from backend.control import SENTINEL_SECTION, decode_ini_bytes, parse_ini
+
+    text = decode_ini_bytes(data)
+    sections = parse_ini(text) if text is not None else {}
+    if SENTINEL_SECTION not in sections:
+        return None
+    variables = sections.get("variables", {})
+
+    def whole(value: str | None) -> int | None:
+        if value is None:
+            return None
+        head, _, tail = (value[1:] if value.startswith("+") else value).partition(".")
+        if not (head.isascii() and head.isdigit() and len(head) <= 15 and set(tail) <= {"0"}):
+            return None
+        return int(head)
+
+    counts = {}
+    for name, stem in COMMANDS.items():
+        count, seq = whole(variables.get(stem.lower() + "count")), whole(variables.get(stem.lower() + "seq"))
+        if count is not None and seq is not None:
+            counts[name] = count
+    return counts
+
+
+_values = st.one_of(
+    st.integers(-3, 30).map(str),
+    st.sampled_from(["1e400", "inf", "-inf", "nan", "-0", "+2", "3.0", "3.5", "1e2", "", "  ", "x", "9" * 20,
+                     "999999999999999", "1000000000000000", "\u0663", "0x1"]),
+    st.text(max_size=12),
+    st.none(),
+)
+_stems = [f"{s}{k}" for s in COMMANDS.values() for k in ("Count", "Seq")]
+_structured = st.builds(
+    lambda values, sentinel, utf16: (lambda raw: b"\xff\xfe" + raw.decode("cp1252").encode("utf-16-le")
+                                     if utf16 else raw)(control_bytes(values, sentinel=sentinel)),
+    st.dictionaries(st.sampled_from(_stems), _values, max_size=6), st.sampled_from([True, True, True, False]),
+    st.booleans())
+_any_file = st.one_of(_structured, _structured, st.binary(max_size=400))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_any_file, min_size=1, max_size=8))
+def test_any_bytes_never_raise_and_yield_exactly_the_sane_count_increases(files: list[bytes]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "Control.ini"
+        writes, control = Writes(path), ControlFile(path)
+        before: dict[str, int] | None = None
+        first = True
+        for data in files:
+            writes.put(data)
+            got = Counter(control.poll())
+            now = _oracle_counts(data)
+            expected: Counter[str] = Counter()
+            if now is not None:
+                if not first and before is not None:
+                    for name, count in now.items():
+                        delta = count - before.get(name, count)
+                        if 0 < delta <= MAX_STEP:
+                            expected[name] = delta
+                before, first = now, False
+            assert got == expected
