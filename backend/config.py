@@ -23,7 +23,7 @@ from backend.config_checks import ConfigError, Section
 
 __all__ = ["ConfigError", "Config", "GenerationConfig", "HybridConfig", "ComfyUIConfig", "Prompt",
            "SeedConfig", "KeyframesConfig", "VaeConfig", "DisplayConfig", "ControlConfig", "LoggingConfig",
-           "RESTART_ONLY", "load_config", "parse_config", "parse_config_text", "with_overrides",
+           "RESTART_ONLY", "check_writable", "load_config", "parse_config", "parse_config_text", "with_overrides",
            "changed_keys", "ConfigWatcher"]
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def parse_config(data: Any, source: str = "<dict>", base_dir: str | Path | None 
         comfyui_dir=v.get("comfyui_dir", v.path_check(optional=True, must="dir")))
     d = root.sub("display", DisplayConfig)
     display = DisplayConfig(
-        fps=d.get("fps", _c.number(0.1, 60.0)), output_dir=d.get("output_dir", d.path_check()),
+        fps=d.get("fps", _c.number(0.1, 60.0)), output_dir=d.get("output_dir", d.path_check(must="new_dir")),
         png_compression=d.get("png_compression", _c.integer(0, 9)),
         history_keep=d.get("history_keep", _c.integer(0, 1_000_000)), ring_size=d.get("ring_size", _c.integer(2, 16)),
         show_raw_keyframes=d.get("show_raw_keyframes", _c.boolean))
@@ -196,7 +196,7 @@ def parse_config(data: Any, source: str = "<dict>", base_dir: str | Path | None 
     lg = root.sub("logging", LoggingConfig)
     logging_ = LoggingConfig(
         level=lg.get("level", _c.choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True)),
-        file=lg.get("file", lg.path_check(optional=True)),
+        file=lg.get("file", lg.path_check(optional=True, must="new_file")),
         max_bytes=lg.get("max_bytes", _c.integer(10_000, 1_000_000_000)), backups=lg.get("backups", _c.integer(0, 100)))
     if keyframes.source == "folder" and keyframes.folder is None:
         problems.append("keyframes.folder: required when keyframes.source is 'folder'")
@@ -223,6 +223,14 @@ def load_config(path: str | Path) -> Config:
             raise ConfigError(path, ["this is a folder, not a config file; pass --config PATH/config.yaml"]) from None
         raise ConfigError(path, [f"cannot read the config file: {e.strerror or e}"]) from None
     return parse_config_text(_c.decode_text(data, str(path)), str(path), path.parent)
+
+
+def check_writable(config: Config, source: str | Path = "config") -> None:
+    """Raise ConfigError when the output folder or the log file cannot be written (creates them:
+    call once at start, before anything is written)."""
+    problems = _c.writable_problems(config.display.output_dir, config.logging.file)
+    if problems:
+        raise ConfigError(source, problems)
 
 
 def with_overrides(config: Config, *, fps: float | None = None, source: str | None = None) -> Config:

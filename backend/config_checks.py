@@ -272,7 +272,8 @@ class Section:
         return Path(os.path.normpath(self.base / Path(value).expanduser()))
 
     def path_check(self, optional: bool = False, must: str | None = None) -> Callable[[Any], Path | None]:
-        """A path resolved against the config folder; `must` = "dir"/"file" checks that it exists."""
+        """A path resolved against the config folder. `must`: "dir"/"file" = exists as that;
+        "new_dir"/"new_file" = may be missing, but is not the other kind."""
         def check(value: Any) -> Path | None:
             if value is None and optional:
                 return None
@@ -280,9 +281,13 @@ class Section:
                 raise Bad(f"must be a path{' or null' if optional else ''}, got {show(value)}")
             path = self.resolve(value.strip())
             if must == "dir" and not path.is_dir():
-                raise Bad(f"folder not found: {path}")
+                raise Bad(f"is a file, not a folder: {path}" if path.is_file() else f"folder not found: {path}")
             if must == "file" and not path.is_file():
-                raise Bad(f"file not found: {path}")
+                raise Bad(f"is a folder, not a file: {path}" if path.is_dir() else f"file not found: {path}")
+            if must == "new_dir" and path.exists() and not path.is_dir():
+                raise Bad(f"is a file, not a folder: {path}; name a folder (it is created when missing)")
+            if must == "new_file" and path.is_dir():
+                raise Bad(f"is a folder, not a file: {path}; name a file in it, e.g. {path / 'reverie.log'}")
             return path
         return check
 
@@ -305,3 +310,26 @@ class Section:
                            or value.lower().endswith((".safetensors", ".pt", ".pth", ".ckpt", ".bin"))
                            or self.resolve(value).exists())
         return str(self.resolve(value)) if looks_like_path else value
+
+
+def writable_problems(output_dir: Path, log_file: Path | None) -> list[str]:
+    """Problems with the places Reverie writes to, found by creating them (the output folder, a
+    probe file in it, the log file opened for appending): run once at start, never on a live edit."""
+    problems = []
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".reverie-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        problems.append(f"display.output_dir: cannot write to {output_dir} ({e.strerror or e}); choose a folder "
+                        "you can write to")
+    if log_file is not None:
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_file, "a", encoding="utf-8"):
+                pass
+        except OSError as e:
+            problems.append(f"logging.file: cannot write to {log_file} ({e.strerror or e}); choose a file you can "
+                            "write to, or null for console only")
+    return problems

@@ -19,7 +19,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 
 from backend import __version__  # noqa: E402
-from backend.config import ConfigError, load_config, with_overrides  # noqa: E402
+from backend.config import ConfigError, check_writable, load_config, with_overrides  # noqa: E402
 from backend.logging_setup import adopt_missing_streams, say, setup_logging  # noqa: E402
 from backend.shutdown import Shutdown  # noqa: E402
 
@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         from backend.doctor import run_checks
         return run_checks(config, args.config)
+    try:
+        check_writable(config, args.config)
+    except ConfigError as exc:
+        say(str(exc))
+        return 2
     setup_logging(config.logging.level, config.logging.file, max_bytes=config.logging.max_bytes,
                   backups=config.logging.backups)
     shutdown = Shutdown().install()

@@ -192,8 +192,8 @@ def test_a_folder_of_only_broken_images_exits_2_in_one_sentence(tmp_path):
     (["--max-frames"], "expected one argument"),
     (["--config"], "expected one argument"),
     (["--config", "missing.yaml"], "config file not found"),
-    (["--config", "."], "cannot read the config file"),
-    (["--config", "latin1.yaml"], "cannot read the config file"),
+    (["--config", "."], "this is a folder, not a config file"),
+    (["--config", "latin1.yaml"], "line 1: not UTF-8 text (byte 0xe9); save the file as UTF-8"),
     (["--fps", "abc"], "--fps"),
     (["--fps", "nan"], "--fps"),
     (["--fps", "1000"], "--fps"),
@@ -214,3 +214,24 @@ def test_command_line_misuse_exits_2_with_one_clear_message_and_no_traceback(tmp
     assert len(lines) <= 5  # argparse: its usage (3 lines here) and one "reverie: error: ..." line
     assert says in lines[-1] or says in lines[-2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "latin1.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("display: {output_dir: taken.txt}", "display.output_dir: is a file, not a folder"),
+    ("display: {output_dir: taken.txt/sub}", "display.output_dir: cannot write to"),
+    ("logging: {file: logs}", "logging.file: is a folder, not a file"),
+    ("logging: {file: taken.txt/reverie.log}", "logging.file: cannot write to"),
+])
+def test_an_output_folder_or_log_file_that_cannot_be_written_exits_2_in_one_sentence(tmp_path, setting, says):
+    (tmp_path / "taken.txt").write_text("a file")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "imgs" / "a.png")
+    base = {"display": "display: {output_dir: out}", "logging": "logging: {file: null}"}
+    base[setting.split(":")[0]] = setting
+    (tmp_path / "config.yaml").write_text("\n".join([*base.values(), "control: {file: null}",
+                                                    "keyframes: {source: folder, folder: imgs}", ""]))
+    done = run_cli(tmp_path, "--config", "config.yaml", "--max-frames", "3")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    problem, = [line for line in done.stderr.splitlines() if line.startswith("  - ")]
+    assert says in problem
