@@ -1,0 +1,1 @@
+"""Living on a shared desktop: pause rules, autostart, one daemon per folder, ComfyUI health."""
