@@ -12,18 +12,30 @@ Every key of STATUS_KEYS is always present (build the dict with `new_status(**fi
     comfyui          connected | unavailable | not_used     last_error   str, "" if none
     uptime           float s                                frame_file   ring file relative to output_dir,
     updated          float, unix time                                    forward slashes: frames/frame_1.png
-    version          str
+    version          str                                    pause_reason str, why paused ("" if not paused)
+
+    comfyui is starting | connected | unavailable for a ComfyUI source, not_used for a folder.
+
+Optional keys, present only when given (OPTIONAL_KEYS, with their types):
+
+    quality          dict, metric name -> number (None where not finite); json/js only
+    comfyui_server   str, the ComfyUI address in use        config_problem  str, why a config edit was ignored
+
+Every string (values and keys) is made safe to write before any file is: lone surrogates (from
+os.fsdecode of a non-UTF-8 file name) become \xNN / \uXXXX escapes and a string longer than
+MAX_TEXT characters is cut with "...", so no text a user or a server supplies can stop a write.
 
 Files (UTF-8 without BOM, "\n" line ends):
 
 * status.json - `{"state": "live", ...}`: keys in STATUS_KEYS order (extra keys after them, sorted);
   non-finite floats become null.
 * status.txt - one `key=value` line per key in the FIXED order of STATUS_KEYS (extra keys after
-  them, sorted), ending with "\n". Every value is on one line: control characters (newlines,
+  them, sorted; dict values such as quality left out), ending with "\n". Every value is on one line: control characters (newlines,
   tabs, ...) and U+2028/U+2029 become spaces. Floats have 3 decimals, None is empty. Rainmeter's
   WebParser reads file:// as UTF-8 by default. A skin reads one value with
   `RegExp=(?siU)frame_file=(.*)\n`, or all of them with RAINMETER_REGEXP (StringIndex = 1-based
-  position in STATUS_KEYS: 1 state, 2 frame, ..., 17 frame_file, 18 updated, 19 version):
+  position in STATUS_KEYS: 1 state, 2 frame, ..., 17 frame_file, 18 updated, 19 version,
+  20 pause_reason):
   `(?siU)^state=(.*)\nframe=(.*)\n ... version=(.*)\n`
 * status.js - `window.REVERIE_STATUS = {...};` for the HTML page (a <script src> works on file://
   where fetch() of a JSON file does not). The object is status.json's, all ASCII, with <, > and &
@@ -45,32 +57,49 @@ from typing import Any
 from backend import __version__
 from backend.frame_writer import AtomicWriteError, atomic_write_bytes
 
-__all__ = ["STATUS_KEYS", "STATES", "FRAME_KINDS", "COMFYUI_STATES", "RAINMETER_REGEXP", "new_status",
-           "validate_status", "format_txt", "format_js", "format_json", "StatusWriter"]
+__all__ = ["COMFYUI_STATES", "FRAME_KINDS", "MAX_TEXT", "OPTIONAL_KEYS", "RAINMETER_REGEXP", "STATES", "STATUS_KEYS",
+           "StatusWriter", "format_js", "format_json", "format_txt", "new_status", "safe_text", "validate_status"]
 
 STATUS_KEYS: tuple[str, ...] = (
     "state", "frame", "frame_kind", "segment", "position", "segment_frames", "keyframes", "fps",
     "target_fps", "stalls", "stall_seconds", "keyframe_latency", "prompt", "comfyui", "last_error",
-    "uptime", "frame_file", "updated", "version")
+    "uptime", "frame_file", "updated", "version", "pause_reason")
+OPTIONAL_KEYS: dict[str, type] = {"quality": dict, "comfyui_server": str, "config_problem": str}
 STATES = ("starting", "live", "buffering", "waiting_for_comfyui", "paused", "stopped", "error")
 FRAME_KINDS = ("keyframe", "inbetween")
-COMFYUI_STATES = ("connected", "unavailable", "not_used")
+COMFYUI_STATES = ("starting", "connected", "unavailable", "not_used")
+MAX_TEXT = 2000  # characters per string: a prompt fits, a runaway server message does not fill the skin
 RAINMETER_REGEXP = "(?siU)^" + "".join(f"{key}=(.*)\\n" for key in STATUS_KEYS)
 
 _DEFAULTS: dict[str, Any] = {
     "state": "starting", "frame": 0, "frame_kind": "keyframe", "segment": 0, "position": 0,
     "segment_frames": 1, "keyframes": 0, "fps": 0.0, "target_fps": 0.0, "stalls": 0, "stall_seconds": 0.0,
     "keyframe_latency": 0.0, "prompt": "", "comfyui": "not_used", "last_error": "", "uptime": 0.0,
-    "frame_file": "", "updated": None, "version": __version__}
+    "frame_file": "", "updated": None, "version": __version__, "pause_reason": ""}
 _ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    # U+DC80..U+DCFF is how os.fsdecode carries an undecodable byte: show the byte itself
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def safe_text(text: str, limit: int = MAX_TEXT) -> str:
+    """Any str -> one that encodes as UTF-8: lone surrogates escaped, cut to `limit` characters."""
+    if len(text) > limit:
+        text = text[: max(0, limit - 3)] + "..."
+    return _SURROGATE.sub(_escape_surrogate, text)
 
 
 def new_status(**fields: Any) -> dict[str, Any]:
     """A status dict with every key present: defaults overridden by `fields` ("updated" defaults to
     now). Unknown field names raise TypeError naming the closest key."""
-    unknown = [k for k in fields if k not in _DEFAULTS]
+    unknown = [k for k in fields if k not in _DEFAULTS and k not in OPTIONAL_KEYS]
     if unknown:
-        hints = [f"{k} (did you mean {difflib.get_close_matches(k, STATUS_KEYS, n=1) or '?'})" for k in unknown]
+        known = [*STATUS_KEYS, *OPTIONAL_KEYS]
+        hints = [f"{k} (did you mean {difflib.get_close_matches(k, known, n=1) or '?'})" for k in unknown]
         raise TypeError(f"unknown status key: {', '.join(hints)}")
     status = {**_DEFAULTS, "updated": time.time()}
     status.update(fields)
@@ -78,18 +107,33 @@ def new_status(**fields: Any) -> dict[str, Any]:
 
 
 def validate_status(status: dict[str, Any]) -> list[str]:
-    """Problems with a status dict: missing keys and out-of-vocabulary states. [] if fine."""
+    """Problems with a status dict: missing keys, out-of-vocabulary states, optional keys of the
+    wrong type (quality must map names to numbers). [] if fine."""
     problems = [f"missing key: {k}" for k in STATUS_KEYS if k not in status]
     for key, allowed in (("state", STATES), ("frame_kind", FRAME_KINDS), ("comfyui", COMFYUI_STATES)):
         if key in status and status[key] not in allowed:
             problems.append(f"{key} must be one of {', '.join(allowed)}, got {status[key]!r}")
+    if "pause_reason" in status and not isinstance(status["pause_reason"], str):
+        problems.append(f"pause_reason must be a str, got {type(status['pause_reason']).__name__}")
+    for key, kind in OPTIONAL_KEYS.items():
+        if key in status and not isinstance(status[key], kind):
+            problems.append(f"{key} must be a {kind.__name__}, got {type(status[key]).__name__}")
+    quality = status.get("quality")
+    if isinstance(quality, dict):
+        bad = [str(name) for name, value in quality.items()
+               if not isinstance(name, str) or isinstance(value, bool)
+               or not (value is None or isinstance(value, numbers.Real))]
+        if bad:
+            problems.append(f"quality must map metric names to numbers; not numbers: {', '.join(sorted(bad))}")
     return problems
 
 
 def _plain(value: Any, output_dir: Path | None) -> Any:
     """JSON-ready value: numpy scalars -> int/float, non-finite -> None, Path -> forward slashes
     (relative to output_dir when inside it)."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, numbers.Integral):
         return int(value)
@@ -102,13 +146,14 @@ def _plain(value: Any, output_dir: Path | None) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v, output_dir) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v, output_dir) for k, v in value.items()}
-    return str(value)
+        return {safe_text(str(k)): _plain(v, output_dir) for k, v in value.items()}
+    return safe_text(str(value))
 
 
 def _ordered(status: dict[str, Any], output_dir: Path | None = None) -> dict[str, Any]:
     extra = sorted((k for k in status if k not in STATUS_KEYS), key=str)
-    return {str(k): _plain(status[k], output_dir) for k in (*[k for k in STATUS_KEYS if k in status], *extra)}
+    return {safe_text(str(k)): _plain(status[k], output_dir)
+            for k in (*[k for k in STATUS_KEYS if k in status], *extra)}
 
 
 def format_json(status: dict[str, Any]) -> str:
@@ -134,7 +179,8 @@ def _txt_value(value: Any) -> str:
 
 
 def format_txt(status: dict[str, Any]) -> str:
-    return "".join(f"{_ONE_LINE.sub(' ', k)}={_txt_value(v)}\n" for k, v in _ordered(status).items())
+    return "".join(f"{_ONE_LINE.sub(' ', k)}={_txt_value(v)}\n" for k, v in _ordered(status).items()
+                   if not isinstance(v, dict))
 
 
 class StatusWriter:

@@ -1,6 +1,7 @@
 """backend/status.py: status.json / status.txt / status.js agree and stay safe for their readers."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -110,3 +111,77 @@ def test_status_writer_recreates_a_deleted_output_folder(tmp_path):
     out = tmp_path / "gone"
     StatusWriter(out).write(new_status())
     assert sorted(p.name for p in out.iterdir()) == ["status.js", "status.json", "status.txt"]
+
+
+# A corrupt image whose name is not UTF-8, as FolderSource sees it on Linux: os.fsdecode turns the
+# bytes it cannot decode into lone surrogates (U+DC80..U+DCFF).
+UNDECODABLE = "caf\udce9 \udcff.png"
+
+
+def test_the_undecodable_name_is_what_fsdecode_gives_for_latin1_bytes():
+    if os.name != "nt":  # Windows file names are UTF-16: no undecodable bytes there
+        assert os.fsdecode(b"caf\xe9 \xff.png") == UNDECODABLE
+
+
+def test_a_file_name_that_is_not_utf8_is_written_escaped_in_all_three_files(tmp_path):
+    data, txt, js = written(tmp_path, state="live", prompt=f"from {UNDECODABLE}",
+                            last_error=f"cannot read {UNDECODABLE}: cannot identify image file \ud800")
+    for text in (data["last_error"], js["last_error"], dict(ln.split("=", 1) for ln in txt.splitlines())["last_error"]):
+        assert text == "cannot read caf\\xe9 \\xff.png: cannot identify image file \\ud800"
+    assert data["prompt"] == js["prompt"] == "from caf\\xe9 \\xff.png"
+
+
+def test_a_huge_string_is_cut_and_every_file_still_written(tmp_path):
+    from backend.status import MAX_TEXT
+
+    data, txt, js = written(tmp_path, last_error="x" * 10_000_000)
+    assert len(data["last_error"]) == MAX_TEXT and data["last_error"].endswith("...")
+    assert js == data and len(txt) < 4 * MAX_TEXT
+
+
+def test_hostile_keys_in_a_quality_dict_are_written_safely(tmp_path):
+    data, txt, js = written(tmp_path, quality={f"k\udcff{UNDECODABLE}": 1.0, "line\nbreak": 2})
+    assert data["quality"] == js["quality"] == {"k\\xffcaf\\xe9 \\xff.png": 1.0, "line\nbreak": 2}
+
+
+def test_quality_is_a_nested_dict_in_json_and_js_and_left_out_of_txt(tmp_path):
+    quality = {"sharpness": 0.5, "novelty": np.float32(0.25), "colorfulness": float("nan"), "frames": 3}
+    data, txt, js = written(tmp_path, state="live", quality=quality)
+    assert data["quality"] == js["quality"] == {"sharpness": 0.5, "novelty": 0.25, "colorfulness": None, "frames": 3}
+    assert "quality" not in txt
+    assert [line.split("=", 1)[0] for line in txt.splitlines()] == list(STATUS_KEYS)
+
+
+def test_pause_reason_is_a_fixed_txt_key_and_the_optional_fields_follow_it(tmp_path):
+    data, txt, js = written(tmp_path, state="paused", pause_reason="skin", comfyui_server="http://127.0.0.1:8188",
+                            config_problem="display.fps must be > 0")
+    keys = [line.split("=", 1)[0] for line in txt.splitlines()]
+    assert keys == [*STATUS_KEYS, "comfyui_server", "config_problem"]
+    assert STATUS_KEYS[19] == "pause_reason"  # StringIndex 20 in RAINMETER_REGEXP
+    match = rainmeter_to_python(RAINMETER_REGEXP).match(txt)
+    assert dict(zip(STATUS_KEYS, match.groups()))["pause_reason"] == "skin"
+    assert data == js and data["pause_reason"] == "skin" and data["comfyui_server"] == "http://127.0.0.1:8188"
+    assert data["config_problem"] == "display.fps must be > 0"
+
+
+def test_optional_fields_are_absent_unless_given(tmp_path):
+    data, _, _ = written(tmp_path)
+    assert data["pause_reason"] == "" and not {"quality", "comfyui_server", "config_problem"} & set(data)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"quality": [1, 2]}, "quality must be a dict"),
+    ({"quality": {"sharpness": "high"}}, "not numbers: sharpness"),
+    ({"quality": {"ok": True}}, "not numbers: ok"),
+    ({"pause_reason": None}, "pause_reason must be a str"),
+    ({"comfyui_server": 8188}, "comfyui_server must be a str"),
+    ({"config_problem": ["a"]}, "config_problem must be a str"),
+    ({"comfyui": "connecting"}, "comfyui must be one of"),
+])
+def test_validation_names_optional_fields_of_the_wrong_type(fields, message):
+    problems = validate_status(new_status(**fields))
+    assert any(message in p for p in problems), problems
+
+
+def test_comfyui_starting_is_a_valid_state():
+    assert validate_status(new_status(comfyui="starting")) == []
