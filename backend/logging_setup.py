@@ -1,8 +1,14 @@
-"""Logging to the console (when there is one) and to a rotating log file.
+r"""Logging to the console (when there is one) and to a rotating log file.
 
 Works under `pythonw` too, where `sys.stdout` and `sys.stderr` are None: main points them at
 os.devnull, the console handler is left out and only the file is written. Called once by main
 after the config is valid, so a bad config writes nothing (not even a log file).
+
+Any text may reach a log line (a file name that is not UTF-8, a prompt, a server's message), and
+a handler that fails to write prints a traceback for every line. So every line is made writable
+first: lone surrogates (os.fsdecode's undecodable bytes) become \xNN, other control characters
+than newline and tab become \xNN / \uNNNN, a line is cut at MAX_LINE characters, and characters
+the console's encoding lacks are backslash-escaped.
 """
 
 from __future__ import annotations
@@ -10,12 +16,56 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable
 
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
+MAX_LINE = 20_000  # characters per record, traceback included
 _OURS = "_reverie_handler"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the undecodable byte code - 0xDC00
+        code -= 0xDC00
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_surrogates(text: str) -> str:
+    r"""Any str -> one that encodes as UTF-8: U+DC80..U+DCFF -> \xNN (the byte), other lone
+    surrogates -> \uNNNN."""
+    return _SURROGATE.sub(_escape, text)
+
+
+class SafeFormatter(logging.Formatter):
+    """A Formatter whose output every handler can write (see the module docstring)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if len(text) > MAX_LINE:
+            text = text[: MAX_LINE - 3] + "..."
+        return _CONTROL.sub(_escape, escape_surrogates(text))
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """StreamHandler that backslash-escapes what the console's encoding cannot show (a cp1252
+    console and a prompt in Japanese) instead of failing on it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        encoding = getattr(self.stream, "encoding", None)
+        if encoding:
+            try:
+                text.encode(encoding)
+            except UnicodeEncodeError:
+                text = text.encode(encoding, "backslashreplace").decode(encoding)
+            except LookupError:
+                pass
+        return text
 
 
 def setup_logging(level: str = "INFO", file: Path | None = None, *, max_bytes: int = 1_000_000,
@@ -27,12 +77,12 @@ def setup_logging(level: str = "INFO", file: Path | None = None, *, max_bytes: i
         handler.close()
     handlers: list[logging.Handler] = []
     if console and has_console():
-        handlers.append(logging.StreamHandler(sys.stderr))
+        handlers.append(_ConsoleHandler(sys.stderr))
     if file is not None:
         Path(file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.handlers.RotatingFileHandler(
-            file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True))
-    formatter = logging.Formatter(FORMAT, datefmt="%H:%M:%S")
+            file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", errors="backslashreplace", delay=True))
+    formatter = SafeFormatter(FORMAT, datefmt="%H:%M:%S")
     for handler in handlers:
         setattr(handler, _OURS, True)
         handler.setFormatter(formatter)
@@ -65,7 +115,7 @@ def say(message: str, *, show_box: Callable[[str], None] | None = None) -> None:
     instead, since nobody would ever see the line; elsewhere it is dropped. `show_box`: test seam."""
     if has_console():
         try:
-            sys.stderr.write(message + "\n")
+            sys.stderr.write(escape_surrogates(message) + "\n")
             sys.stderr.flush()
         except (OSError, ValueError):
             pass

@@ -56,6 +56,7 @@ from typing import Any
 
 from backend import __version__
 from backend.frame_writer import AtomicWriteError, atomic_write_bytes
+from backend.logging_setup import escape_surrogates
 
 __all__ = ["COMFYUI_STATES", "FRAME_KINDS", "MAX_TEXT", "OPTIONAL_KEYS", "RAINMETER_REGEXP", "STATES", "STATUS_KEYS",
            "StatusWriter", "format_js", "format_json", "format_txt", "new_status", "safe_text", "validate_status"]
@@ -77,20 +78,11 @@ _DEFAULTS: dict[str, Any] = {
     "keyframe_latency": 0.0, "prompt": "", "comfyui": "not_used", "last_error": "", "uptime": 0.0,
     "frame_file": "", "updated": None, "version": __version__, "pause_reason": ""}
 _ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _escape_surrogate(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    # U+DC80..U+DCFF is how os.fsdecode carries an undecodable byte: show the byte itself
-    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
-
-
 def safe_text(text: str, limit: int = MAX_TEXT) -> str:
     """Any str -> one that encodes as UTF-8: lone surrogates escaped, cut to `limit` characters."""
     if len(text) > limit:
         text = text[: max(0, limit - 3)] + "..."
-    return _SURROGATE.sub(_escape_surrogate, text)
+    return escape_surrogates(text)
 
 
 def new_status(**fields: Any) -> dict[str, Any]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 
-from backend.logging_setup import adopt_missing_streams, has_console, say, setup_logging
+import pytest
+
+from backend.logging_setup import MAX_LINE, adopt_missing_streams, has_console, say, setup_logging
 
 
 def test_missing_streams_become_a_sink_a_library_can_print_to(monkeypatch):
@@ -42,3 +45,61 @@ def test_without_a_console_only_the_file_handler_is_attached(monkeypatch, tmp_pa
         for handler in handlers:
             logging.getLogger().removeHandler(handler)
             handler.close()
+
+
+UNDECODABLE = "caf\udce9 \udcff.png"  # os.fsdecode(b"caf\xe9 \xff.png") on Linux
+
+
+@pytest.fixture
+def attached():
+    """setup_logging's handlers, detached again after the test."""
+    attached: list[logging.Handler] = []
+
+    def attach(*args, **kwargs) -> list[logging.Handler]:
+        attached.extend(setup_logging(*args, **kwargs))
+        return attached
+
+    yield attach
+    for handler in attached:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def test_the_log_file_takes_a_non_utf8_file_name_and_its_traceback_escaped(tmp_path, attached, capsys):
+    attached("INFO", tmp_path / "r.log", console=False)
+    log = logging.getLogger("backend.folder_source")
+    try:
+        raise OSError(f"cannot identify image file {UNDECODABLE!s}")
+    except OSError:
+        log.exception("skipping %s", UNDECODABLE)
+    log.warning("bell\x07 escape\x1b[2J carriage\r return, tab\tkept")
+    text = (tmp_path / "r.log").read_text(encoding="utf-8")
+    assert "skipping caf\\xe9 \\xff.png" in text and "cannot identify image file caf\\xe9 \\xff.png" in text
+    assert "bell\\x07 escape\\x1b[2J carriage\\x0d return, tab\tkept" in text
+    assert "Traceback (most recent call last)" in text
+    assert "Logging error" not in capsys.readouterr().err
+
+
+def test_a_console_that_cannot_encode_the_text_gets_it_escaped(monkeypatch, attached):
+    raw = io.BytesIO()
+    console = io.TextIOWrapper(raw, encoding="ascii", errors="strict", write_through=True)
+    monkeypatch.setattr(sys, "stderr", console)
+    attached("INFO", None)
+    logging.getLogger("backend.daemon").warning("prompt \u5922 caf\u00e9 from %s", UNDECODABLE)
+    written = raw.getvalue().decode("ascii")
+    assert "prompt \\u5922 caf\\xe9 from caf\\xe9 \\xff.png" in written
+    assert "Logging error" not in written
+
+
+def test_a_huge_message_is_cut(tmp_path, attached):
+    attached("INFO", tmp_path / "r.log", console=False)
+    logging.getLogger("backend.daemon").warning("x" * 1_000_000)
+    line = (tmp_path / "r.log").read_text(encoding="utf-8").rstrip("\n")
+    assert len(line) == MAX_LINE and line.endswith("...")
+
+
+def test_say_writes_a_non_utf8_file_name_escaped(monkeypatch):
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, encoding="utf-8", errors="strict", write_through=True))
+    say(f"cannot read {UNDECODABLE}")
+    assert raw.getvalue() == b"cannot read caf\\xe9 \\xff.png\n"
