@@ -26,7 +26,7 @@ import errno
 import io
 import itertools
 import os
-import tempfile
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +59,32 @@ def _describe(err: OSError) -> str:
     return str(err)
 
 
+# Binary (no newline translation on Windows), exclusive, not inherited by child processes, and not
+# through a symlink planted at the temp name.
+_TEMP_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOINHERIT", 0)
+               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new, uniquely named temp file next to `path`: (fd, name). Created with mode 0o666 so the
+    process umask decides who may read it, as for any file the user's programs make: a web server
+    or another account reads current_frame.png and status.js under the usual umask 022, and a user
+    who wants privacy sets 077. (tempfile.mkstemp would make every output file owner-only. On
+    Windows the mode only sets the read-only flag, which 0o666 leaves off.)"""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+        except PermissionError:
+            # Windows answers a name still pending deletion with access denied: try another name
+            if os.name == "nt" and path.parent.is_dir():
+                continue
+            raise
+    raise FileExistsError(errno.EEXIST, "no free temp file name", str(path.parent))
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, retries: int = 20, delay: float = 0.01,
                        replace: Callable[[str, str], None] = os.replace,
                        write: Callable[[int, memoryview], int] = os.write) -> None:
@@ -68,11 +94,11 @@ def atomic_write_bytes(path: Path, data: bytes, *, retries: int = 20, delay: flo
     signatures as os.replace and os.write). Raises AtomicWriteError; never leaves a temp file behind."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _create_temp(path)
     except FileNotFoundError:
         try:  # the output folder was deleted while running: recreate it
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd, tmp = _create_temp(path)
         except OSError as e:
             raise AtomicWriteError(path, f"cannot create a temp file in {path.parent}: {_describe(e)}") from e
     except OSError as e:

@@ -282,3 +282,29 @@ def test_turning_history_off_writes_no_more_and_deletes_nothing(tmp_path):
     writer.write(frame(3), 3)
     writer.write_keyframe(Image.new("RGB", (8, 8)), 3)
     assert len(names(tmp_path / "history")) == 3 and len(names(tmp_path / "keyframes")) == 3
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits; on Windows the mode only sets read-only")
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_output_files_get_the_permissions_the_umask_gives(tmp_path, umask, expected):
+    from backend.status import StatusWriter, new_status
+
+    previous = os.umask(umask)
+    try:
+        writer = FrameWriter(tmp_path / "out", history_keep=2)
+        writer.write(frame(1), 0)
+        writer.write_keyframe(Image.new("RGB", (8, 8)), 0)
+        StatusWriter(tmp_path / "out").write(new_status())
+    finally:
+        os.umask(previous)
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert {p.relative_to(tmp_path / "out").as_posix() for p in files} == {
+        "current_frame.png", "frames/frame_0.png", "history/frame_00000000.png", "keyframes/keyframe_000000.png",
+        "status.json", "status.txt", "status.js"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(expected) for p in files}
+
+
+def test_a_binary_payload_is_written_byte_for_byte(tmp_path):
+    data = bytes(range(256)) * 4 + b"\r\n\n\r\x1a"  # no newline translation, no stop at ^Z (Windows text mode)
+    atomic_write_bytes(tmp_path / "f.bin", data)
+    assert (tmp_path / "f.bin").read_bytes() == data
