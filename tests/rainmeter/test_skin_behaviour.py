@@ -15,21 +15,23 @@ from tests.rainmeter.conftest import Daemon, Installed
 from tests.rainmeter.rm_ini import Skin
 from tests.rainmeter.rm_sim import RainmeterHazard, SkinSim
 
-FIELDS = ["state", "frame", "keyframes", "fps", "prompt", "frame_file", "last_error", "target_fps", "updated"]
+FIELDS = ["state", "frame", "keyframes", "fps", "prompt", "frame_file", "last_error", "target_fps", "updated",
+          "pause_reason"]
 
 
 def test_status_regexp_extracts_every_field_from_a_real_status_txt(installed: Installed, daemon: Daemon) -> None:
     daemon.status.write(new_status(state="waiting_for_comfyui", frame=1234, keyframes=56, fps=9.876,
                                    prompt="a dream = with | odd ; chars, and 'quotes'", frame_file=
                                    installed.output / "frames" / "frame_2.png", last_error="ComfyUI: refused",
-                                   target_fps=10.0, updated=1764570000.25))
+                                   target_fps=10.0, updated=1764570000.25, pause_reason="on battery"))
     skin = installed.load()
     text = (installed.output / "status.txt").read_text("utf-8")
     groups = re.search(skin.get("MeasureStatus", "RegExp"), text).groups()
     assert dict(zip(FIELDS, groups)) == {
         "state": "waiting_for_comfyui", "frame": "1234", "keyframes": "56", "fps": "9.876",
         "prompt": "a dream = with | odd ; chars, and 'quotes'", "frame_file": "frames/frame_2.png",
-        "last_error": "ComfyUI: refused", "target_fps": "10.000", "updated": "1764570000.250"}
+        "last_error": "ComfyUI: refused", "target_fps": "10.000", "updated": "1764570000.250",
+        "pause_reason": "on battery"}
     # the same values as daemon-core's fixed-order pattern gives (translated: PCRE's U = lazy)
     reference = re.search(RAINMETER_REGEXP.replace("(?siU)", "(?si)").replace("(.*)", "(.*?)"), text).groups()
     by_key = dict(zip(STATUS_KEYS, reference))
@@ -302,6 +304,23 @@ def test_a_daemon_that_stopped_writing_shows_not_responding(installed: Installed
     for final in ("stopped", "error", "starting"):  # not judged: final, or a slow start
         daemon.status.write(new_status(state=final, frame=4, target_fps=10.0))
         assert not line().startswith("not responding")
+    assert sim.log == []
+
+
+def test_a_pause_with_a_reason_reads_paused_colon_reason(installed: Installed, daemon: Daemon) -> None:
+    sim = installed.sim()
+
+    def line(**fields) -> str:
+        daemon.status.write(new_status(frame=5, target_fps=10.0, **fields))
+        sim.update()
+        return sim.meter_text("MeterStatusLine")
+
+    assert line(state="paused", pause_reason="skin").startswith("paused: skin  |  frame 5  |")
+    assert line(state="paused", pause_reason="full screen | game").startswith("paused: full screen | game  |")
+    assert line(state="paused").startswith("paused  |  frame 5")  # no reason given
+    assert line(state="live", pause_reason="stale reason").startswith("live  |  frame 5")  # only while paused
+    sim.now = lambda: time.time() + 7.0  # the daemon stopped writing 7 s ago
+    assert line(state="paused", pause_reason="skin").startswith("not responding (last: paused)")
     assert sim.log == []
 
 
