@@ -14,7 +14,7 @@ from PIL import Image
 from backend.comfyui.errors import ComfyUnavailable, ExecutionFailed, Interrupted, WorkflowRejected
 from backend.comfyui.workflow import WorkflowError
 from backend.folder_source import FolderSource
-from backend.frames import KeyframeSourceError
+from backend.frames import Keyframe, KeyframeSourceError
 from backend.keyframes import ComfyUISource, PromptRotation, SeedPolicy
 
 
@@ -22,13 +22,6 @@ from backend.keyframes import ComfyUISource, PromptRotation, SeedPolicy
 class P:
     prompt: str
     negative: str = "ugly"
-
-
-@dataclass(frozen=True)
-class Result:
-    image: Image.Image
-    seconds: float
-    prompt_id: str | None = None
 
 
 class ScriptedGenerator:
@@ -50,7 +43,9 @@ class ScriptedGenerator:
         outcome = self.script.pop(0) if self.script else "ok"
         if isinstance(outcome, Exception):
             raise outcome
-        return Result(Image.new("RGB", (16, 16), (len(self.calls), 0, 0)), 0.5)
+        return Keyframe(Image.new("RGB", (16, 16), (len(self.calls), 0, 0)), 0.5, prompt, seed,
+                        origin="txt2img" if image is None else "img2img", negative=negative,
+                        denoise=None if image is None else denoise)
 
 
 def source(generator, **kw) -> ComfyUISource:
@@ -340,3 +335,283 @@ def test_folder_close_ends_an_outage_wait_promptly(tmp_path):
     threading.Timer(0.1, src.close).start()          # the outage's first wait is 0.5 s
     started = time.monotonic()
     assert src.next_keyframe(None) is None and time.monotonic() - started < 0.4
+
+
+# -- outages, lost jobs, our own interrupt (against the fake server) ----------------------------
+
+@pytest.fixture
+def comfy(tmp_path):
+    """(fake server, ComfyClient, KeyframeGenerator) for 32x32 keyframes; the client is closed after."""
+    from backend.comfyui.client import ComfyClient
+    from backend.comfyui.keyframe import KeyframeGenerator
+    from backend.comfyui.workflow import load_workflow
+    from tests.fake_comfyui import FakeComfyUI
+
+    with FakeComfyUI(root=tmp_path / "comfy", restart_delay=1.0) as fake:
+        client = ComfyClient(fake.url, request_timeout=3.0, job_timeout=60.0, poll_interval=0.3)
+        gen = KeyframeGenerator(client, img2img=load_workflow("builtin:img2img"),
+                                txt2img=load_workflow("builtin:txt2img"), checkpoint=None, steps=2, cfg=7.0,
+                                sampler="euler", scheduler="normal", width=32, height=32)
+        yield fake, client, gen
+        client.close()
+
+
+def wait_for(predicate, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Background:
+    """next_keyframe(previous) on a thread of its own; .result / .error once it returns."""
+
+    def __init__(self, src, previous) -> None:
+        self.result = self.error = None
+        self.thread = threading.Thread(target=self._run, args=(src, previous), daemon=True)
+        self.thread.start()
+
+    def _run(self, src, previous) -> None:
+        try:
+            self.result = src.next_keyframe(previous)
+        except Exception as exc:  # noqa: BLE001 - inspected by the test
+            self.error = exc
+
+    def join(self, timeout: float = 30.0):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "next_keyframe did not return"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def test_the_state_is_unavailable_while_a_job_waits_on_a_server_that_went_away(comfy):
+    fake, client, gen = comfy
+    src = source(gen, client=client, preflight_done=True)
+    fake.latency = 30.0                                     # the job outlasts the whole test
+    job = Background(src, image((9, 80, 200), (32, 32)))
+    wait_for(lambda: fake.running is not None, "the job to start")
+    assert src.state == "connected"
+    fake.refuse_connections = True                          # the server stops answering mid-job
+    wait_for(lambda: src.state == "unavailable", "the state to say unavailable")
+    assert job.thread.is_alive(), "the outage showed only because the job gave up"
+    assert "not reachable" in src.last_error
+    fake.refuse_connections = False                         # back, and the job is still running there
+    wait_for(lambda: src.state == "connected", "the state to say connected again")
+    assert src.last_error == ""
+    fake.latency = 0.0
+    src.close()
+    job.join()
+
+
+def test_the_state_follows_the_server_between_jobs_and_the_error_clears_when_it_answers(comfy, caplog):
+    fake, client, gen = comfy
+    src = source(gen, client=client, preflight_done=True)
+    try:
+        src.next_keyframe(image((9, 80, 200), (32, 32)))    # then no job runs: the worker's slot is full
+        fake.refuse_connections = True
+        wait_for(lambda: src.state == "unavailable", "the idle probe to find the outage")
+        assert "not reachable" in src.last_error
+        fake.refuse_connections = False
+        wait_for(lambda: src.state == "connected", "the idle probe to find the server back")
+        assert src.last_error == ""
+    finally:
+        src.close()
+
+
+def test_a_job_lost_to_a_server_restart_is_made_again_with_the_same_seed_and_no_warning(comfy, caplog):
+    from tests.fake_comfyui import fake_sample
+
+    fake, client, gen = comfy
+    src = source(gen, client=client, preflight_done=True, seed=SeedPolicy("increment", 40))
+    previous = image((9, 80, 200), (32, 32))
+    fake.latency, fake.kill_mid_run = 0.3, True             # the job dies with the server, which restarts
+    with caplog.at_level("INFO", logger="backend.keyframes"):
+        keyframe = src.next_keyframe(previous)
+    src.close()
+    assert not fake.kill_mid_run, "the kill never happened"
+    assert keyframe.origin == "img2img" and keyframe.seed == 40 and src.last_error == ""
+    assert np.array_equal(np.asarray(keyframe.image), fake_sample(previous, 40, 0.4))
+    assert "same seed" in caplog.text
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "failed" in r.getMessage()]
+
+
+def test_three_lost_jobs_in_a_row_are_not_a_skipped_keyframe():
+    from backend.comfyui.errors import ImagesNotReceived, JobLost
+
+    gen = ScriptedGenerator([JobLost("restarted"), ImagesNotReceived("dropped", socket_dropped=True),
+                             JobLost("restarted")])
+    src = source(gen, attempts=3, seed=SeedPolicy("increment", 7))
+    keyframe = src.next_keyframe(image())
+    assert keyframe.generated and keyframe.origin == "img2img"
+    assert [call["seed"] for call in gen.calls] == [7, 7, 7, 7] and src.last_error == ""
+
+
+def test_a_server_that_loses_every_job_still_ends_in_a_skip_not_a_loop():
+    from backend.comfyui.errors import JobLost
+    from backend.keyframes import LOST_JOBS_FORGIVEN
+
+    gen = ScriptedGenerator([JobLost("forgot it")] * (LOST_JOBS_FORGIVEN + 3))
+    src = source(gen, attempts=3)
+    keyframe = src.next_keyframe(image())
+    assert keyframe.origin == "skipped" and "lost the job" in src.last_error
+    assert len(gen.calls) == LOST_JOBS_FORGIVEN + 3
+
+
+class Counting:
+    """A KeyframeGenerator wrapper that counts the jobs sent."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.sent = inner, 0
+
+    def preflight(self) -> None:
+        self.inner.preflight()
+
+    def generate_keyframe(self, *args):
+        self.sent += 1
+        return self.inner.generate_keyframe(*args)
+
+
+def test_interrupt_current_stops_our_job_holds_and_makes_it_again_with_the_same_seed_on_resume(comfy, caplog):
+    from tests.fake_comfyui import fake_sample
+
+    fake, client, gen = comfy
+    counting = Counting(gen)
+    src = source(counting, client=client, preflight_done=True, seed=SeedPolicy("increment", 21))
+    previous = image((9, 80, 200), (32, 32))
+    fake.latency = 30.0
+    with caplog.at_level("INFO", logger="backend.keyframes"):
+        job = Background(src, previous)
+        wait_for(lambda: fake.running is not None, "the job to start")
+        assert src.interrupt_current() is True
+        wait_for(lambda: "interrupted for a pause" in caplog.text, "the job to end interrupted")
+    time.sleep(0.3)                     # room for a wrong immediate resubmission to happen
+    assert counting.sent == 1 and job.thread.is_alive() and fake.running is None and not fake.pending
+    fake.latency = 0.0
+    src.resume()
+    keyframe = job.join()
+    src.close()
+    assert counting.sent == 2 and keyframe.seed == 21
+    assert np.array_equal(np.asarray(keyframe.image), fake_sample(previous, 21, 0.4))
+
+
+def test_interrupt_current_with_no_job_of_ours_leaves_another_clients_job_alone(comfy):
+    from backend.comfyui.client import ComfyClient
+    from tests.comfyui.conftest import invert_graph
+
+    fake, client, gen = comfy
+    src = source(gen, client=client, preflight_done=True)
+    other = ComfyClient(fake.url, poll_interval=0.3)
+    ref = other.upload_image(image((1, 2, 3), (8, 8)), "other.png")
+    fake.latency = 1.0
+    results = []
+    worker = threading.Thread(target=lambda: results.append(other.run(invert_graph(ref))))
+    worker.start()
+    wait_for(lambda: fake.running is not None, "the other client's job to start")
+    assert src.interrupt_current() is False
+    worker.join(timeout=10)
+    other.close()
+    src.close()
+    assert len(results) == 1 and len(results[0]) == 1
+
+
+def test_server_text_in_an_error_reaches_last_error_and_the_log_safe_to_encode(caplog):
+    gen = ScriptedGenerator([ExecutionFailed("KSampler\udcff failed\nFORGED LOG LINE \x1b[31m")] * 3)
+    src = source(gen, attempts=3)
+    with caplog.at_level("WARNING", logger="backend.keyframes"):
+        src.next_keyframe(image())
+    src.last_error.encode("utf-8")
+    assert "\n" not in src.last_error and "\x1b" not in src.last_error and "\\udcff" in src.last_error
+    for record in caplog.records:
+        record.getMessage().encode("utf-8")
+        assert "\n" not in record.getMessage()
+
+
+def test_a_prompt_with_a_lone_surrogate_is_sent_and_shown_encodable():
+    gen = ScriptedGenerator()
+    src = source(gen, prompts=[P("sea \udc80 at night", "bad\udcff")])
+    keyframe = src.next_keyframe(image())
+    for text in (src.prompt, keyframe.prompt, gen.calls[0]["prompt"], gen.calls[0]["negative"]):
+        text.encode("utf-8")
+
+
+# -- the Dream hooks (INTERFACES.md I4) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Plan:
+    image: Image.Image
+    denoise: float | None = None
+    fresh_seed: bool = False
+    reason: str = ""
+
+
+class FakeDream:
+    """Records every hook call; plan_input and check_blank answer from small scripts."""
+
+    def __init__(self, plans=(), blanks=()) -> None:
+        self.plans, self.blanks = list(plans), list(blanks)
+        self.calls: list[tuple] = []
+
+    def plan_input(self, previous):
+        self.calls.append(("plan_input", previous))
+        return self.plans.pop(0) if self.plans else Plan(previous.image)
+
+    def check_blank(self, picture):
+        self.calls.append(("check_blank", picture))
+        return self.blanks.pop(0) if self.blanks else ""
+
+    def keyframe_made(self, keyframe):
+        self.calls.append(("keyframe_made", keyframe))
+
+    def prompt_changed(self):
+        self.calls.append(("prompt_changed",))
+
+
+def test_plan_input_gets_the_previous_keyframe_and_its_image_and_denoise_are_what_is_sent():
+    gen, anchor = ScriptedGenerator(), image((200, 0, 0))
+    dream = FakeDream(plans=[Plan(anchor, denoise=0.7, reason="anchor")])
+    src = source(gen, dream=dream, start_image=image())
+    start = src.next_keyframe(None)
+    made = src.next_keyframe(start.image)        # the worker may pass the bare image: mapped back
+    assert dream.calls[0] == ("plan_input", start)
+    assert gen.calls[0]["image"] is anchor and gen.calls[0]["denoise"] == 0.7 and gen.calls[0]["seed"] == 10
+    assert [c[0] for c in dream.calls] == ["plan_input", "check_blank", "keyframe_made"]
+    assert dream.calls[1][1] is made.image and dream.calls[2][1] is made
+
+
+def test_a_collapse_plan_asks_for_a_fresh_seed_and_none_denoise_keeps_the_configured_one():
+    gen = ScriptedGenerator()
+    src = source(gen, dream=FakeDream(plans=[Plan(image(), fresh_seed=True, reason="collapse")]),
+                 seed=SeedPolicy("fixed", 5))
+    src.next_keyframe(image())
+    assert gen.calls[0]["seed"] != 5 and gen.calls[0]["denoise"] == 0.4
+
+
+def test_a_blank_keyframe_is_retried_with_seed_plus_one_then_skipped_never_returned_nor_counted():
+    gen = ScriptedGenerator()
+    dream = FakeDream(blanks=["black", "black", ""])
+    src = source(gen, dream=dream, seed=SeedPolicy("fixed", 50), attempts=3)
+    keyframe = src.next_keyframe(image())
+    assert [c["seed"] for c in gen.calls] == [50, 51, 52] and keyframe.seed == 52 and src.last_error == ""
+    assert [c[0] for c in dream.calls].count("keyframe_made") == 1
+    previous = keyframe
+    dream.blanks = ["flat"] * 3
+    skipped = src.next_keyframe(previous)
+    assert skipped.origin == "skipped" and skipped.image is previous.image
+    assert [c[0] for c in dream.calls].count("keyframe_made") == 1        # a skip is not a keyframe made
+
+
+def test_prompt_changed_is_called_when_the_rotation_moves_on_and_on_next_prompt_and_new_keyframe():
+    gen, dream = ScriptedGenerator(), FakeDream()
+    src = source(gen, dream=dream, prompt_period=2)
+    previous = image()
+    for _ in range(3):
+        previous = src.next_keyframe(previous)
+    assert [c[0] for c in dream.calls].count("prompt_changed") == 1         # after the second keyframe
+    src.next_prompt()
+    src.new_keyframe()
+    assert [c[0] for c in dream.calls].count("prompt_changed") == 3
+    src.next_keyframe(previous)                                            # txt2img: no input to plan
+    assert dream.calls[-2][0] == "check_blank" and gen.calls[-1]["image"] is None

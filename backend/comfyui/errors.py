@@ -11,6 +11,8 @@ SaveImage output (fetched over HTTP).
 
 from __future__ import annotations
 
+from backend.comfyui.text import safe_line
+
 
 class ComfyError(Exception):
     """Base of every error this package raises about the server."""
@@ -78,7 +80,8 @@ UI_FORMAT_HINT = ("a workflow saved with 'Save' (UI format, with 'nodes' and 'li
 
 
 def _text(value) -> str:
-    return value if isinstance(value, str) else "" if value is None else str(value)
+    """A server-supplied value as one line that is safe to log and to write into status."""
+    return safe_line(value)
 
 
 def node_error_lines(node_errors) -> list[str]:
@@ -109,7 +112,7 @@ def rejection_from_body(status: int, body, text: str) -> WorkflowRejected:
         return WorkflowRejected("ComfyUI answered 403 Forbidden (its Origin check or a proxy refused the request)",
                                 ["the request must not carry an Origin header that differs from Host"])
     if not isinstance(body, dict):
-        first = (text or "").strip().splitlines()[0] if (text or "").strip() else f"HTTP {status}"
+        first = _text((text or "").strip().splitlines()[0]) if (text or "").strip() else f"HTTP {status}"
         return WorkflowRejected(
             f"ComfyUI could not parse the workflow (HTTP {status}: {first})", [UI_FORMAT_HINT])
     error = body.get("error")
@@ -120,7 +123,7 @@ def rejection_from_body(status: int, body, text: str) -> WorkflowRejected:
         if not lines and details:
             lines = [details]
         elif not lines and error.get("type"):
-            lines = [f"{error.get('type')}"]
+            lines = [_text(error.get("type"))]
         if "missing the class_type property" in _text(error.get("message")):
             lines.append(UI_FORMAT_HINT)
     else:
@@ -130,14 +133,12 @@ def rejection_from_body(status: int, body, text: str) -> WorkflowRejected:
 
 def execution_error(data: dict) -> ExecutionFailed:
     """execution_error data -> 'KSampler (node 3) failed: torch.OutOfMemoryError: first line'."""
-    node_type, node_id = data.get("node_type"), data.get("node_id")
-    exc_type = data.get("exception_type") or "error"
+    node_type, node_id = _text(data.get("node_type")) or None, _text(data.get("node_id")) or None
+    exc_type = _text(data.get("exception_type")) or "error"
     first = str(data.get("exception_message") or "").strip().splitlines()
-    line = first[0] if first else ""
+    line = _text(first[0]) if first else ""
     return ExecutionFailed(f"{node_type} (node {node_id}) failed: {exc_type}: {line}".rstrip(": "),
-                           node_id=None if node_id is None else str(node_id),
-                           node_type=None if node_type is None else str(node_type),
-                           exception_type=str(exc_type))
+                           node_id=node_id, node_type=node_type, exception_type=exc_type)
 
 
 def raise_for_history_status(entry: dict, prompt_id: str) -> None:

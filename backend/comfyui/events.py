@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import websocket
 
 from backend.comfyui.errors import ComfyError, ComfyUnavailable, Interrupted, execution_error
+from backend.comfyui.text import safe_line
 
 PREVIEW_IMAGE = 1
 PREVIEW_IMAGE_WITH_METADATA = 4
@@ -41,7 +42,7 @@ class EventSocket:
             # suppress_origin: ComfyUI answers 403 to an Origin that does not match Host
             self._ws.connect(self.url, timeout=connect_timeout, suppress_origin=True)
         except (OSError, websocket.WebSocketException) as exc:
-            raise ComfyUnavailable(f"cannot open ComfyUI's WebSocket at {self.url}: {exc}") from exc
+            raise ComfyUnavailable(f"cannot open ComfyUI's WebSocket at {self.url}: {safe_line(exc)}") from exc
 
     def recv(self, timeout: float) -> str | bytes | None:
         """One message, or None when nothing arrived within `timeout` seconds."""
@@ -71,6 +72,51 @@ class EventSocket:
             self._ws.close(timeout=0.5)
         except (OSError, websocket.WebSocketException):
             pass
+
+
+class EventStream:
+    """Our clientId's WebSocket, reconnectable: `ensure()` connects when not connected, a broken
+    socket is dropped by `recv`, so the next `ensure()` reconnects under the same clientId (which
+    resumes delivery of a running prompt's events)."""
+
+    def __init__(self, base_url: str, client_id: str, connect_timeout: float):
+        self.base_url, self.client_id, self.connect_timeout = base_url, client_id, connect_timeout
+        self._socket: EventSocket | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._socket is not None
+
+    def ensure(self) -> None:
+        """Connect unless connected; ComfyUnavailable when the server does not accept."""
+        if self._socket is None:
+            self._socket = EventSocket(self.base_url, self.client_id, self.connect_timeout)
+
+    def recv(self, timeout: float) -> str | bytes | None:
+        """One message or None (nothing within `timeout` s, or not connected); Disconnected when
+        the socket broke (it is dropped: the next ensure() reconnects)."""
+        if self._socket is None:
+            return None
+        try:
+            return self._socket.recv(timeout)
+        except Disconnected:
+            self.drop()
+            raise
+
+    def drain(self) -> None:
+        """Throw away what arrived while idle (other prompts' and stale events) and notice a socket
+        that died meanwhile (ComfyUI restarted between jobs), so a new job's events are not missed."""
+        try:
+            for _ in range(100000):
+                if self.recv(0.001) is None:
+                    break
+        except Disconnected:
+            pass
+
+    def drop(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
 
 class JobTracker:
@@ -116,7 +162,7 @@ class JobTracker:
             self.error = execution_error(data)     # done comes with `executing null`, after history
         elif kind == "execution_interrupted":
             self.error = Interrupted(f"ComfyUI interrupted prompt {self.prompt_id} at node "
-                                     f"{data.get('node_id')} ({data.get('node_type')})")
+                                     f"{safe_line(data.get('node_id'))} ({safe_line(data.get('node_type'))})")
 
     def _binary(self, frame: bytes) -> None:
         if len(frame) < 8:

@@ -1,7 +1,7 @@
-"""One call for the daemon: generate_keyframe(image, prompt, negative, seed, denoise).
+"""One call for the keyframe source: generate_keyframe(image, prompt, negative, seed, denoise) -> Keyframe.
 
 upload (a small rotating set of names, overwritten, so ComfyUI's input folder stays bounded)
--> patch a copy of the workflow -> run -> the first output image, with timing. preflight()
+-> patch a copy of the workflow -> run -> the first output image as a backend.frames.Keyframe. preflight()
 checks the server before the first job: checkpoint name, sampler and scheduler names (with the
 server's choices in the message), node classes present, and whether SaveImageWebsocket exists
 (preferred: it writes nothing to disk; otherwise outputs fall back to SaveImage under
@@ -18,26 +18,19 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from dataclasses import dataclass
 
 from PIL import Image
 
 from backend.comfyui.client import ComfyClient, ExecutionFailed, ImagesNotReceived, WorkflowRejected
 from backend.comfyui.errors import ComfyError, ComfyUnavailable
 from backend.comfyui.workflow import Workflow
+from backend.frames import Keyframe
 
 log = logging.getLogger(__name__)
 
 UPLOAD_SLOTS = 3          # names reused round-robin: keyframe_0.png .. keyframe_2.png
 WEBSOCKET_RETRY_EVERY = 20  # keyframes made through SaveImage before SaveImageWebsocket is tried again
 DROPS_BEFORE_SWITCH = 2     # jobs in a row whose images a dropped socket lost, before SaveImage
-
-
-@dataclass(frozen=True)
-class KeyframeResult:
-    image: Image.Image        # RGB, as ComfyUI produced it (size set by the workflow)
-    seconds: float            # upload + queue + wait + fetch, wall clock
-    prompt_id: str | None     # ComfyUI's id of the job (its history entry is already deleted)
 
 
 class KeyframeGenerator:
@@ -113,8 +106,11 @@ class KeyframeGenerator:
         return wf.with_websocket_output() if has_websocket_node else wf.with_save_output()
 
     def generate_keyframe(self, image: Image.Image | None, prompt: str, negative: str, seed: int,
-                          denoise: float) -> KeyframeResult:
-        """img2img from `image` (txt2img at width x height when None); seed 0..2**64-1, denoise 0..1."""
+                          denoise: float) -> Keyframe:
+        """img2img from `image` (txt2img at width x height when None); seed 0..2**64-1, denoise 0..1.
+
+        The Keyframe's image is RGB as ComfyUI made it (size set by the workflow); `seconds` is
+        upload + queue + wait + fetch, wall clock."""
         if not self._checked:
             self.preflight()
         start = time.monotonic()
@@ -155,7 +151,9 @@ class KeyframeGenerator:
             self._saved_since_switch += 1
         if not result.images:
             raise ExecutionFailed(f"prompt {result.prompt_id} produced no images at node {workflow.output_node}")
-        return KeyframeResult(result.images[0], time.monotonic() - start, result.prompt_id)
+        return Keyframe(result.images[0], seconds=time.monotonic() - start, prompt=prompt, seed=seed,
+                        origin="txt2img" if image is None else "img2img", negative=negative,
+                        denoise=None if image is None else denoise, prompt_id=result.prompt_id)
 
     def _stop_using_the_websocket_output(self, exc: ImagesNotReceived) -> None:
         """Switch both workflows to SaveImage (logged once per switch)."""

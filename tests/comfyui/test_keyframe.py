@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from backend.comfyui.client import WorkflowRejected
-from backend.comfyui.keyframe import KeyframeGenerator, KeyframeResult
+from backend.comfyui.keyframe import KeyframeGenerator
+from backend.frames import Keyframe
 from backend.comfyui.workflow import load_workflow, parse_workflow
 from tests.comfyui.conftest import invert_graph
 from tests.fake_comfyui import FakeComfyUI, fake_sample, fake_txt2img
@@ -20,14 +21,16 @@ def _generator(client, **overrides) -> KeyframeGenerator:
 
 
 def test_img2img_keyframe_is_the_fake_sampler_of_the_input(client, picture):
-    result = _generator(client).generate_keyframe(picture, "sky", "", seed=11, denoise=0.4)
-    assert isinstance(result, KeyframeResult) and result.prompt_id
+    result = _generator(client).generate_keyframe(picture, "sky", "ugly", seed=11, denoise=0.4)
+    assert isinstance(result, Keyframe) and result.prompt_id and result.generated
+    assert (result.origin, result.prompt, result.negative, result.seed, result.denoise) == (
+        "img2img", "sky", "ugly", 11, 0.4)
     assert np.array_equal(np.asarray(result.image), fake_sample(picture, 11, 0.4))
 
 
 def test_txt2img_keyframe_has_the_configured_size_and_seed(client):
     result = _generator(client).generate_keyframe(None, "sky", "", seed=5, denoise=0.4)
-    assert result.image.size == (64, 48)
+    assert result.image.size == (64, 48) and (result.origin, result.denoise) == ("txt2img", None)
     assert np.array_equal(np.asarray(result.image), fake_txt2img(5, 64, 48))
 
 
