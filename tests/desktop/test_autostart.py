@@ -179,12 +179,12 @@ def test_installing_with_a_config_file_that_does_not_exist_is_refused(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
-def test_systemd_itself_accepts_the_unit_for_a_checkout_in_an_awkward_folder(tmp_path):
-    folder = tmp_path / 'my "dream $HOME 100%'  # one lone quote: unbalanced unless escaped
+def test_systemd_itself_accepts_the_unit_for_a_config_in_an_awkward_folder(tmp_path):
+    folder = tmp_path / 'my "dream 100%'  # one lone quote: the line is unbalanced unless it is escaped
     folder.mkdir()
     unit = tmp_path / UNIT_NAME
-    unit.write_text(systemd_unit(Launch(sys.executable, str(folder / "main.py"), str(folder / "config.yaml"),
-                                        str(folder))))
+    unit.write_text(systemd_unit(Launch(sys.executable, str(tmp_path / "main.py"), str(folder / "config.yaml"),
+                                        str(tmp_path))))
     (tmp_path / "run").mkdir()
     done = subprocess.run(["systemd-analyze", "--user", "verify", str(unit)], capture_output=True, text=True,
                           env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run")}, timeout=60)
