@@ -7,8 +7,6 @@ frames. Nothing here imports torch, so sources, status and tests stay light.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 from PIL import Image
 
@@ -38,5 +36,4 @@ class Frame:
     position: int            # j in 0..segment_frames-1
     kind: str                # "keyframe" (j == 0) | "inbetween"
     segment_frames: int      # N_s + 1
-    keyframe: Any = None     # the source's keyframe object on j == 0 frames, else None
-    keyframe_image: Any = None  # K_s fitted to the resolution (PIL RGB) on j == 0 frames, else None
+    keyframe: Keyframe | None = None  # K_s on j == 0 frames (its image fitted to the resolution), else None

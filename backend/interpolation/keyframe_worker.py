@@ -11,23 +11,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
+
+from PIL import Image
+
+from backend.frames import Keyframe
 
 log = logging.getLogger(__name__)
 
 
 class KeyframeSource(Protocol):
-    """Anything that makes the next keyframe from the previous one.
+    """Anything that makes the next keyframe from the previous one's image.
 
-    `next_keyframe(previous)` returns an object with at least `.image` (PIL RGB, any size);
-    optional `.seconds` (generation time, s >= 0), `.generated` (False for a loaded image, so
-    it does not count as latency) and `.prompt`. `previous` is None for the first keyframe.
+    `next_keyframe(previous)` returns a `frames.Keyframe` (image: PIL RGB, any size; `seconds`
+    its generation time; `generated` False for a loaded image, so it does not count as
+    latency), or None once the source was closed. `previous` is None for the first keyframe.
     Optional `close()` aborts an in-flight request (called from another thread on shutdown).
     Optional `.state`: "unavailable" while the source cannot reach its server (an outage, which
     the schedule must not mistake for a slow keyframe).
     """
 
-    def next_keyframe(self, previous: Any) -> Any: ...
+    def next_keyframe(self, previous: Image.Image | None) -> Keyframe | None: ...
 
 
 class LatencyEstimate:
@@ -50,14 +55,14 @@ class KeyframeWorker:
     """Background thread: `source.next_keyframe(previous)` -> one-slot hand-off to `take()`."""
 
     def __init__(self, source: KeyframeSource, *, name: str = "reverie-keyframes",
-                 clock=time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self.made = 0                       # keyframes finished by the source so far
         self.latency = LatencyEstimate()    # seconds per generated keyframe
         self._name = name
         self._clock = clock
         self._cond = threading.Condition()
-        self._ready: Any = None             # the finished keyframe nobody has taken yet
+        self._ready: Keyframe | None = None  # the finished keyframe nobody has taken yet
         self._since: float | None = None    # when the keyframe being made was asked for
         self._working = False               # the thread is inside source.next_keyframe
         self._error: BaseException | None = None
@@ -69,7 +74,7 @@ class KeyframeWorker:
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 
-    def take(self, timeout: float | None = None) -> Any:
+    def take(self, timeout: float | None = None) -> Keyframe | None:
         """The next keyframe, or None if none arrived within `timeout` s (None = wait forever).
 
         Re-raises, in the caller's thread, a fatal error the source raised (e.g. a wrong
@@ -101,7 +106,7 @@ class KeyframeWorker:
             self._cond.notify_all()
 
     @property
-    def ready(self) -> Any:
+    def ready(self) -> Keyframe | None:
         """The finished keyframe waiting to be taken, or None (a peek: does not take it)."""
         return self._ready
 
@@ -135,7 +140,7 @@ class KeyframeWorker:
         return not self.alive
 
     def _run(self) -> None:
-        previous = None
+        previous: Image.Image | None = None
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._stopping or (
@@ -161,9 +166,8 @@ class KeyframeWorker:
                     self._since, self._working = None, False
                 return
             previous = keyframe.image
-            seconds = getattr(keyframe, "seconds", None)
-            if getattr(keyframe, "generated", True):
-                self.latency.add(seconds if seconds else self._clock() - started)
+            if keyframe.generated:
+                self.latency.add(keyframe.seconds or self._clock() - started)
             with self._cond:
                 self._ready = keyframe
                 self.made += 1

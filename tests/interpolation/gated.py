@@ -7,13 +7,22 @@ import time
 
 
 class FakeClock:
-    """A monotonic clock the test moves by hand (`now`, seconds)."""
+    """A monotonic clock the test moves by hand (`now`, seconds); `wait` passes time at once
+    (a pacing.Clock: the daemon's waits take no real time on it)."""
 
     def __init__(self, now: float = 0.0) -> None:
         self.now = now
+        self.waited = 0.0
 
     def __call__(self) -> float:
         return self.now
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        if not event.is_set():
+            seconds = max(0.0, seconds)
+            self.now += seconds
+            self.waited += seconds
+        return event.is_set()
 
 
 class Gated:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from backend.frames import Keyframe
 from backend.images import fit_cover
 from backend.interpolation.hybrid_generator import HybridGenerator, ScheduleSettings
 from backend.interpolation.spherical_lerp import slerp
@@ -45,12 +44,17 @@ class PoolEncoder:
         return x.permute(0, 2, 3, 1).numpy()  # [B, H, W, 3]
 
 
-@dataclass(frozen=True)
-class FakeKeyframe:
-    image: Image.Image
-    number: int
-    seconds: float = 0.0
-    generated: bool = True
+def settings(**changes) -> ScheduleSettings:
+    """Schedule settings for RES with 3 in-betweens at 10 fps; `changes` override any field."""
+    base = dict(resolution=RES, mode="hybrid", interpolation_frames=3, use_vae_interpolation=True,
+                interpolation_method="spherical", easing="linear", show_raw_keyframes=False, fps=10.0,
+                max_batch=8)
+    return ScheduleSettings(**{**base, **changes})
+
+
+def fake_keyframe(image: Image.Image, number: int, seconds: float = 0.0) -> Keyframe:
+    """Keyframe `number` (carried as its seed, so tests can tell keyframes apart)."""
+    return Keyframe(image, seconds, seed=number)
 
 
 class FakeSource:
@@ -61,6 +65,7 @@ class FakeSource:
         self.fail_at = fail_at
         self.calls = 0
         self.previous: list[object] = []
+        self.made: list[Image.Image] = []
         self._closed = threading.Event()
 
     def next_keyframe(self, previous):
@@ -71,17 +76,17 @@ class FakeSource:
             raise RuntimeError("the source broke")
         if self.delay and self._closed.wait(self.delay):
             return None
-        return FakeKeyframe(keyframe_image(number), number, seconds=self.delay)
+        self.made.append(keyframe_image(number))
+        return fake_keyframe(self.made[-1], number, seconds=self.delay)
 
     def close(self) -> None:
         self._closed.set()
 
 
-def make(source=None, encoder="pool", **settings) -> tuple[HybridGenerator, FakeSource, PoolEncoder]:
+def make(source=None, encoder="pool", **changes) -> tuple[HybridGenerator, FakeSource, PoolEncoder]:
     source = source or FakeSource()
     encoder = PoolEncoder() if encoder == "pool" else encoder
-    settings.setdefault("interpolation_frames", 3)
-    gen = HybridGenerator(source, encoder, ScheduleSettings(resolution=RES, **settings)).start()
+    gen = HybridGenerator(source, encoder, settings(**changes)).start()
     return gen, source, encoder
 
 
@@ -115,7 +120,7 @@ def test_segments_play_the_keyframe_slot_then_the_inbetweens_in_order(closing):
     assert [(f.index, f.segment, f.position, f.kind, f.segment_frames) for f in frames[:6]] == [
         (0, 0, 0, "keyframe", 4), (1, 0, 1, "inbetween", 4), (2, 0, 2, "inbetween", 4),
         (3, 0, 3, "inbetween", 4), (4, 1, 0, "keyframe", 4), (5, 1, 1, "inbetween", 4)]
-    assert [f.keyframe.number for f in frames if f.kind == "keyframe"] == [0, 1, 2]
+    assert [f.keyframe.seed for f in frames if f.kind == "keyframe"] == [0, 1, 2]
     assert all(f.keyframe is None for f in frames if f.kind == "inbetween")
     assert all(f.pixels.shape == (16, 32, 3) and f.pixels.dtype == np.uint8 for f in frames)
 
@@ -140,7 +145,7 @@ def test_segment_length_changes_between_segments_and_continuity_still_holds(clos
     gen, _, _ = make(interpolation_frames=2)
     closing(gen)
     frames = pull(gen, 2)  # segment 0: j = 0, 1
-    gen.update_settings(ScheduleSettings(resolution=RES, interpolation_frames=5))
+    gen.update_settings(settings(interpolation_frames=5))
     frames += pull(gen, 1 + 6 + 6)
     assert [f.segment_frames for f in frames] == [3] * 3 + [6] * 12
     reference = PoolEncoder()
@@ -179,16 +184,16 @@ def test_worker_feeds_each_keyframe_the_previous_keyframe_image(closing):
     gen, source, _ = make(interpolation_frames=0)
     closing(gen)
     frames = pull(gen, 4)
-    assert source.previous[1] is frames[0].keyframe.image
-    assert source.previous[2] is frames[1].keyframe.image
+    assert source.previous[1] is source.made[0] and frames[0].keyframe.seed == 0
+    assert source.previous[2] is source.made[1] and frames[1].keyframe.seed == 1
 
 
 def test_stalls_are_counted_and_timed_when_the_source_is_slower_than_a_segment(closing):
     gen, _, _ = make(FakeSource(delay=0.15), interpolation_frames=1)
     closing(gen)
     pull(gen, 8)  # four segments of two frames, pulled as fast as possible
-    assert gen.stalls >= 2
-    assert gen.stall_seconds >= 0.15
+    assert gen.stalls.count >= 2
+    assert gen.stalls.seconds >= 0.15
 
 
 def test_no_stall_when_each_keyframe_arrives_within_one_segment(closing):
@@ -199,7 +204,7 @@ def test_no_stall_when_each_keyframe_arrives_within_one_segment(closing):
         due += 0.04  # a segment lasts 5 x 40 ms, ten times the keyframe latency
         assert gen.next_frame(timeout=5, due=due) is not None
         time.sleep(max(0.0, due - time.monotonic()))
-    assert gen.stalls == 0
+    assert gen.stalls.count == 0
 
 
 def test_next_frame_returns_none_while_the_needed_keyframe_is_late(closing):
@@ -210,14 +215,14 @@ def test_next_frame_returns_none_while_the_needed_keyframe_is_late(closing):
 
 
 def test_auto_frames_follow_the_measured_keyframe_latency():
-    gen = HybridGenerator(FakeSource(), PoolEncoder(), ScheduleSettings(resolution=RES))
-    auto = ScheduleSettings(resolution=RES, interpolation_frames="auto", fps=10, auto_margin=1.2)
+    gen = HybridGenerator(FakeSource(), PoolEncoder(), settings())
+    auto = settings(interpolation_frames="auto", fps=10, auto_margin=1.2)
     gen.worker.latency.add(1.0)
     assert gen.frames_for(auto) == 11  # 12 frames at 10 fps = 1.2 s = 1.0 s x 1.2
     gen.worker.latency.add(3.0)
     assert gen.frames_for(auto) == 35
-    gen.decode_seconds, gen.write_seconds = 0.15, 0.05  # only 5 fps sustainable: the cap wins
-    assert gen.fps_cap == pytest.approx(5.0)
+    gen.pacing.decode_seconds, gen.pacing.write_seconds = 0.15, 0.05  # only 5 fps sustainable: the cap wins
+    assert gen.pacing.fps_cap == pytest.approx(5.0)
     assert gen.frames_for(auto) == 17
 
 
@@ -254,7 +259,7 @@ def test_img2img_mode_makes_every_frame_a_new_keyframe(closing):
     gen, _, _ = make(encoder=None, mode="img2img")
     closing(gen)
     frames = pull(gen, 4)
-    assert [(f.segment, f.kind, f.keyframe.number) for f in frames] == [
+    assert [(f.segment, f.kind, f.keyframe.seed) for f in frames] == [
         (n, "keyframe", n) for n in range(4)]
     assert np.array_equal(frames[2].pixels, np.asarray(fitted(2)))
 
@@ -360,7 +365,7 @@ class GatedSource(Gated):
         self.calls += 1
         if not self._wait_for_finish():
             return None
-        return FakeKeyframe(self.image(number), number, seconds=self.latencies[number])
+        return fake_keyframe(self.image(number), number, seconds=self.latencies[number])
 
 
 def play_paced(gen: HybridGenerator, source: GatedSource, clock: FakeClock, fps: float, count: int) -> list:
@@ -387,9 +392,9 @@ def play_paced(gen: HybridGenerator, source: GatedSource, clock: FakeClock, fps:
 def test_auto_frames_plan_for_a_keyframe_in_flight_that_already_took_longer_than_the_estimate(closing):
     clock = FakeClock(100.0)
     source = GatedSource([1.0, 1.0, 1.0])
-    gen = HybridGenerator(source, PoolEncoder(), ScheduleSettings(resolution=RES), clock=clock).start()
+    gen = HybridGenerator(source, PoolEncoder(), settings(), clock=clock).start()
     closing(gen)
-    auto = ScheduleSettings(resolution=RES, interpolation_frames="auto", fps=10, auto_margin=1.2)
+    auto = settings(interpolation_frames="auto", fps=10, auto_margin=1.2)
     source.finish()
     wait_until(lambda: gen.worker.made == 1)  # K_0 took 1.0 s: the estimate
     assert gen.worker.take(timeout=1) is not None  # K_1 asked for at 100.0
@@ -429,13 +434,13 @@ def test_auto_segment_stretches_while_a_late_keyframe_is_in_flight_and_still_end
     fps, count = 4.0, 45
     clock = FakeClock()
     source = GatedSource([1.0] * 6 + [3.0] * 10)  # K_6 onwards take three times as long
-    settings = ScheduleSettings(resolution=RES, interpolation_frames="auto", fps=fps, auto_margin=1.25)
-    gen = HybridGenerator(source, PoolEncoder(), settings, clock=clock).start()
+    chosen = settings(interpolation_frames="auto", fps=fps, auto_margin=1.25)
+    gen = HybridGenerator(source, PoolEncoder(), chosen, clock=clock).start()
     closing(gen)
     results = play_paced(gen, source, clock, fps, count)
-    # Buffering before the first in-between is not a stall; after it the display never holds.
+    # The one hold is K_1 arriving after K_0 was shown (a stall); after it the display never holds.
     first_inbetween = next(i for i, f in enumerate(results) if f is not None and f.position == 1)
-    assert None not in results[first_inbetween:] and gen.stalls == 0
+    assert None not in results[first_inbetween:] and gen.stalls.count == 1
     by_segment = segments_on_the_arc([f for f in results if f is not None])
     # The segment playing while K_6 was late grew while it played.
     grown = [seg for seg in by_segment.values() if max(f.segment_frames for f in seg) > seg[0].segment_frames]
@@ -446,8 +451,8 @@ def test_a_stretched_segment_goes_back_to_its_planned_pace_once_the_late_keyfram
     fps = 20.0  # at 20 fps the stretch plans many frames ahead of a late keyframe
     clock = FakeClock()
     source = GatedSource([1.0] * 6 + [3.0] * 10)
-    settings = ScheduleSettings(resolution=RES, interpolation_frames="auto", fps=fps, auto_margin=1.25)
-    gen = HybridGenerator(source, PoolEncoder(), settings, clock=clock).start()
+    chosen = settings(interpolation_frames="auto", fps=fps, auto_margin=1.25)
+    gen = HybridGenerator(source, PoolEncoder(), chosen, clock=clock).start()
     closing(gen)
     frames = [f for f in play_paced(gen, source, clock, fps, 170) if f is not None]
     by_segment = segments_on_the_arc(frames)
@@ -463,8 +468,8 @@ def test_a_long_overdue_keyframe_grows_the_segment_in_steps_not_a_frame_per_fram
     fps = 10.0
     clock = FakeClock()
     source = GatedSource([1.0] * 6 + [12.0] * 10)  # K_6 takes twelve times the estimate
-    settings = ScheduleSettings(resolution=RES, interpolation_frames="auto", fps=fps, auto_margin=1.25)
-    gen = HybridGenerator(source, PoolEncoder(), settings, clock=clock).start()
+    chosen = settings(interpolation_frames="auto", fps=fps, auto_margin=1.25)
+    gen = HybridGenerator(source, PoolEncoder(), chosen, clock=clock).start()
     closing(gen)
     frames = [f for f in play_paced(gen, source, clock, fps, 200) if f is not None]
     stretched = segments_on_the_arc(frames)[4]  # the one playing while K_6 was late
@@ -478,25 +483,48 @@ def test_fixed_segments_never_stretch_so_a_late_keyframe_holds_the_display(closi
     fps = 4.0
     clock = FakeClock()
     source = GatedSource([1.0] * 6 + [3.0] * 10)
-    settings = ScheduleSettings(resolution=RES, interpolation_frames=4, fps=fps)
-    gen = HybridGenerator(source, PoolEncoder(), settings, clock=clock).start()
+    chosen = settings(interpolation_frames=4, fps=fps)
+    gen = HybridGenerator(source, PoolEncoder(), chosen, clock=clock).start()
     closing(gen)
     frames = [f for f in play_paced(gen, source, clock, fps, 40) if f is not None]
-    assert {f.segment_frames for f in frames} == {5} and gen.stalls >= 1
+    assert {f.segment_frames for f in frames} == {5} and gen.stalls.count >= 1
 
 
-def test_effective_fps_is_the_target_until_decode_and_write_are_measured_to_sustain_less():
-    gen = HybridGenerator(FakeSource(), PoolEncoder(), ScheduleSettings(resolution=RES))
-    assert gen.fps_cap is None and gen.effective_fps(12.0) == 12.0
-    gen.decode_seconds, gen.write_seconds = 0.15, 0.05
-    assert gen.effective_fps(12.0) == pytest.approx(5.0)
-    assert gen.effective_fps(3.0) == 3.0
+def test_waiting_for_k1_after_k0_was_shown_is_a_stall_but_waiting_for_k0_at_start_up_is_not(closing):
+    clock = FakeClock(10.0)
+    source = GatedSource([0.5, 0.5, 0.5])
+    gen = HybridGenerator(source, PoolEncoder(), settings(interpolation_frames=1), clock=clock).start()
+    closing(gen)
+    assert gen.next_frame(timeout=0.01, due=10.0) is None  # K_0 not made yet: starting
+    clock.now = 14.0
+    assert (gen.stalls.count, gen.stalls.seconds) == (0, 0.0)
+    source.finish()
+    assert gen.next_frame(timeout=5, due=14.0).position == 0  # K_0 on screen
+    assert gen.stalls.count == 0
+    assert gen.next_frame(timeout=0.01, due=14.5) is None  # (0, 1) needs K_1: the picture holds
+    clock.now = 20.0
+    assert (gen.stalls.count, gen.stalls.seconds) == (1, 5.5)  # a long hold in the first segment
+    source.finish()
+    assert gen.next_frame(timeout=5, due=20.0).position == 1
+    assert (gen.stalls.count, gen.stalls.seconds) == (1, 5.5)
+
+
+def test_each_keyframe_latent_is_handed_to_the_listener_once_when_it_is_made(closing):
+    seen: list[tuple[int, torch.Tensor]] = []
+    gen = HybridGenerator(FakeSource(), PoolEncoder(), settings(interpolation_frames=2),
+                          on_keyframe_latent=lambda keyframe, latent: seen.append((keyframe.seed, latent))).start()
+    closing(gen)
+    frames = pull(gen, 7)  # segments 0, 1 and the slot of segment 2: K_0..K_2 (and K_3 maybe)
+    assert [number for number, _ in seen][:3] == [0, 1, 2] and len({n for n, _ in seen}) == len(seen)
+    reference = PoolEncoder()
+    assert torch.equal(seen[1][1], reference.encode([fitted(1)]))
+    assert np.array_equal(frames[3].pixels, reference.decode_to_uint8(seen[1][1])[0])
 
 
 def test_a_stall_in_progress_shows_in_stalls_and_stall_seconds_before_it_ends(closing):
     clock = FakeClock(10.0)
     source = GatedSource([0.5, 0.5, 0.5])
-    gen = HybridGenerator(source, PoolEncoder(), ScheduleSettings(resolution=RES, interpolation_frames=1),
+    gen = HybridGenerator(source, PoolEncoder(), settings(interpolation_frames=1),
                           clock=clock).start()
     closing(gen)
     source.finish()
@@ -504,9 +532,9 @@ def test_a_stall_in_progress_shows_in_stalls_and_stall_seconds_before_it_ends(cl
     assert [gen.next_frame(timeout=5, due=10.0).position for _ in range(3)] == [0, 1, 0]  # into segment 1
     assert gen.next_frame(timeout=0.01, due=10.0) is None  # (1, 1) needs K_2, which is late
     clock.now = 12.0
-    assert (gen.stalls, gen.stall_seconds) == (1, 2.0)  # counted while the display holds
+    assert (gen.stalls.count, gen.stalls.seconds) == (1, 2.0)  # counted while the display holds
     source.finish()
     wait_until(lambda: gen.worker.made == 3)
     clock.now = 12.5
     assert gen.next_frame(timeout=5, due=12.5).position == 1
-    assert (gen.stalls, gen.stall_seconds) == (1, 2.5)  # the same stall, not counted twice
+    assert (gen.stalls.count, gen.stalls.seconds) == (1, 2.5)  # the same stall, not counted twice

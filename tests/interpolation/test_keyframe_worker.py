@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
+from PIL import Image
 
+from backend.frames import Keyframe
 from backend.interpolation.keyframe_worker import KeyframeWorker
 from tests.interpolation.gated import FakeClock, Gated, wait_until
 
@@ -21,7 +21,7 @@ class GatedSource(Gated):
         self.calls += 1
         if not self._wait_for_finish():
             return None
-        return SimpleNamespace(image=f"image {self.calls}", seconds=self.seconds)
+        return Keyframe(Image.new("RGB", (8, 8), (self.calls, 0, 0)), self.seconds)
 
 
 @pytest.fixture

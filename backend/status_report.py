@@ -1,0 +1,83 @@
+"""The daemon's status as the skin reads it: one `write(state)` gathers every field.
+
+Fields and their rules (status.py has the file formats):
+- `comfyui`: "starting" | "connected" | "unavailable" for a ComfyUI source, from the moment
+  the daemon starts (before the source exists it is "starting"); "not_used" for a folder.
+- `last_error`: while paused, "paused: <reasons>"; else the source's problem, this loop's
+  (a frame not written, the VAE out of memory), or "config edit ignored: <problem>" while the
+  last edit of config.yaml could not be used (the others take precedence while they last).
+- `stalls`: holds for a keyframe once a frame is on screen (backend.stalls).
+- `quality`: the dream's fields, when a dream runs.
+No torch here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from backend.frame_writer import AtomicWriteError
+from backend.status import new_status
+
+if TYPE_CHECKING:
+    from backend.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+
+class StatusReport:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.started = daemon.clock()
+        self.status_ms = 0.0     # cost of the last status write
+        self.status_at = 0.0     # clock time of the last status write
+
+    def comfyui(self) -> str:
+        daemon = self.daemon
+        if daemon.config.keyframes.source != "comfyui":
+            return "not_used"
+        state = getattr(daemon.source, "state", "starting")
+        return state if state in ("connected", "unavailable") else "starting"
+
+    def last_error(self) -> str:
+        daemon = self.daemon
+        if daemon.pause.applied:
+            return f"paused: {daemon.pause.reason}"
+        problem = getattr(daemon.watcher, "problem", "")
+        return (getattr(daemon.source, "last_error", "") or daemon.last_error
+                or (f"config edit ignored: {problem}" if problem else ""))
+
+    def write(self, state: str) -> None:
+        started = time.perf_counter()
+        daemon = self.daemon
+        gen, source, screen = daemon.gen, daemon.source, daemon.screen
+        fields = dict(screen.fields, state=state, fps=round(screen.fps, 3), target_fps=daemon.config.display.fps,
+                      uptime=daemon.clock() - self.started, last_error=self.last_error(), comfyui=self.comfyui(),
+                      pause_reason=daemon.pause.reason if daemon.pause.applied else "")
+        problem = getattr(daemon.watcher, "problem", "")
+        if problem:
+            fields["config_problem"] = problem
+        if source is not None:
+            # The prompt of the picture on screen; before the first frame, the one being made.
+            fields["prompt"] = screen.prompt if screen.prompt is not None else source.prompt
+        if gen is not None:
+            fields.update(keyframes=gen.worker.made, stalls=gen.stalls.count, stall_seconds=gen.stalls.seconds,
+                          keyframe_latency=gen.keyframe_latency or 0.0)
+        if daemon.dream is not None:
+            fields["quality"] = daemon.dream.status_fields()
+        try:
+            daemon.status_writer.write(new_status(**fields))
+        except AtomicWriteError as exc:
+            log.warning("status not written: %s", exc)
+        self.status_ms = (time.perf_counter() - started) * 1e3
+        self.status_at = daemon.clock()
+
+    def log_pacing(self) -> None:
+        """Every 30 s: the fps cap and what it comes from, the keyframe latency, the stalls."""
+        gen = self.daemon.gen
+        pacing, latency = gen.pacing, gen.keyframe_latency
+        cap = pacing.fps_cap
+        log.info("fps cap %s (decode %.1f ms + write %.1f ms per frame); keyframe latency %s; stalls %d (%.1f s)",
+                 f"{cap:.1f}" if cap else "?", (pacing.decode_seconds or 0) * 1e3, (pacing.write_seconds or 0) * 1e3,
+                 f"{latency:.2f} s" if latency else "?", gen.stalls.count, gen.stalls.seconds)
