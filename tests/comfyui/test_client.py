@@ -372,3 +372,12 @@ def test_interrupt_drops_our_pending_prompt_and_leaves_the_running_one_alone(fak
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert fake.history[running]["status"]["status_str"] == "success" and ours not in fake.history
+
+
+def test_a_rejection_echoing_a_node_class_with_a_lone_surrogate_and_a_newline_is_safe_to_log(client):
+    graph = {"1": {"class_type": "Bad\udcffNode\nFORGED LOG LINE", "inputs": {}}}
+    with pytest.raises(WorkflowRejected) as info:
+        client.run(graph)
+    text = str(info.value)
+    text.encode("utf-8")
+    assert "Bad\\udcffNode" in text and "\nFORGED" not in text

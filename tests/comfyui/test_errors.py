@@ -37,3 +37,17 @@ def test_malformed_node_errors_never_raise(node_errors):
 ])
 def test_rejections_are_readable(status, body, text, needle):
     assert needle in str(rejection_from_body(status, body, text))
+
+
+def test_server_text_with_lone_surrogates_newlines_and_escapes_becomes_one_encodable_line():
+    from backend.comfyui.errors import execution_error, node_error_lines
+
+    error = execution_error({"node_type": "KSampler\udcff", "node_id": "3\n4", "exception_type": "Bad\x1b[31m",
+                             "exception_message": "first \udc80 line\nsecond line"})
+    lines = node_error_lines({"4": {"class_type": "Load\udcffImage", "errors": [
+        {"message": "Invalid image file:\r\n x\udcfe.png", "details": "", "extra_info": {"input_name": "image"}}]}})
+    for text in (str(error), error.node_type, error.exception_type, *lines):
+        text.encode("utf-8")
+        assert "\n" not in text and "\r" not in text and "\x1b" not in text
+    assert "KSampler\\udcff" in str(error) and "second line" not in str(error)
+    assert "Load\\udcffImage" in lines[0]
