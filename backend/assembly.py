@@ -57,7 +57,7 @@ def build_encoder(config: Config) -> Any:
     try:
         return LatentEncoder.load(kind=vae.kind, source=vae.source, family=vae.family, device=vae.device,
                                   dtype=vae.dtype, comfyui_dir=vae.comfyui_dir, max_batch=vae.max_batch,
-                                  checkpoint=checkpoint, vae_file=vae_file)
+                                  checkpoint=checkpoint, vae_file=vae_file, models_dir=vae.models_dir)
     except VaeNotFoundError as exc:
         raise UserError(str(exc)) from None
     except (ValueError, OSError, RuntimeError) as exc:

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,20 +29,27 @@ __all__ = ["ConfigError", "Config", "GenerationConfig", "HybridConfig", "ComfyUI
 log = logging.getLogger(__name__)
 
 
+# Every key is declared ONCE below: its default, its checker (which holds the range) and whether a
+# change needs a restart. parse_config, the --fps override, RESTART_ONLY and the README's reference
+# are all read from these declarations.
+key, section = _c.key, _c.section
+path = _c.path_rule
+
+
 @dataclass(frozen=True)
 class HybridConfig:
-    interpolation_frames: int | str = "auto"  # in-betweens per segment, 0..1000, or "auto" (follows keyframe latency)
-    keyframe_denoise: float = 0.45            # img2img strength 0..1 for each new keyframe (feedback-loop drift)
-    use_vae_interpolation: bool = True        # False: plain pixel crossfade between keyframes
-    interpolation_method: str = "spherical"   # "spherical" (slerp) | "linear" latent blend
-    easing: str = "linear"                    # t curve inside a segment: "linear" | "smoothstep" | "cosine"
+    interpolation_frames: int | str = key("auto", _c.frames)  # in-betweens per segment, or "auto" (follows keyframe latency)
+    keyframe_denoise: float = key(0.45, _c.number(0.0, 1.0))    # img2img strength for each new keyframe (feedback-loop drift)
+    use_vae_interpolation: bool = key(True, _c.boolean)         # False: plain pixel crossfade between keyframes
+    interpolation_method: str = key("spherical", _c.choice("spherical", "linear"))  # slerp or linear latent blend
+    easing: str = key("linear", _c.choice("linear", "smoothstep", "cosine"))        # t curve inside a segment
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    mode: str = "hybrid"                      # "hybrid" | "img2img" (every frame a keyframe)
-    resolution: tuple[int, int] = (512, 512)  # (width, height) in pixels, multiples of 8, 64..4096 each
-    hybrid: HybridConfig = field(default_factory=HybridConfig)
+    mode: str = key("hybrid", _c.choice("hybrid", "img2img"))   # img2img: every frame a keyframe
+    resolution: tuple[int, int] = key((512, 512), _c.resolution, restart=True)  # (width, height), multiples of 8
+    hybrid: HybridConfig = section(HybridConfig)
 
     @property
     def in_betweens(self) -> int | str:
@@ -53,13 +60,13 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class ComfyUIConfig:
-    url: str = "http://127.0.0.1:8188"        # ComfyUI server; 127.0.0.1, not localhost (IPv6 first on Windows)
-    workflow: str = "builtin:img2img"         # "builtin:<name>" or an API-format workflow .json path (absolute)
-    txt2img_workflow: str = "builtin:txt2img"  # used for the first keyframe when there is no start image
-    checkpoint: str | None = None             # checkpoint file name on the server; None = the workflow's own
-    node_ids: dict = field(default_factory=dict)  # role -> node id overrides for custom workflows ({} = auto)
-    request_timeout: float = 10.0             # seconds for one HTTP request, 0.1..600
-    job_timeout: float = 300.0                # seconds for one keyframe job, 1..3600
+    url: str = key("http://127.0.0.1:8188", _c.url)              # 127.0.0.1, not localhost (IPv6 first on Windows)
+    workflow: str = key("builtin:img2img", _c.workflow_rule)     # "builtin:<name>" or an API-format .json (absolute)
+    txt2img_workflow: str = key("builtin:txt2img", _c.workflow_rule)  # the first keyframe when there is no start image
+    checkpoint: str | None = key(None, _c.text(optional=True))   # checkpoint file name on the server; None = the workflow's
+    node_ids: dict = key(dict, _c.node_ids)                       # role -> node id overrides for custom workflows ({} = auto)
+    request_timeout: float = key(10.0, _c.number(0.1, 600.0))    # seconds for one HTTP request
+    job_timeout: float = key(300.0, _c.number(1.0, 3600.0))      # seconds for one keyframe job
 
 
 @dataclass(frozen=True)
@@ -70,77 +77,74 @@ class Prompt:
 
 @dataclass(frozen=True)
 class SeedConfig:
-    policy: str = "random"                    # "random" | "fixed" | "increment" (from value, +1 per keyframe)
-    value: int = 0                            # seed for fixed/increment, 0..2**64-1
+    policy: str = key("random", _c.choice("random", "fixed", "increment"))  # increment: value, value+1, ...
+    value: int = key(0, _c.integer(0, 2**64 - 1))                            # seed for fixed/increment
 
 
 @dataclass(frozen=True)
 class KeyframesConfig:
-    source: str = "comfyui"                   # "comfyui" (img2img feedback loop) | "folder" (morph your images)
-    folder: Path | None = None                # image folder for source "folder" (absolute after loading)
-    start_image: Path | None = None           # first keyframe K_0; None = txt2img (or the folder's first image)
-    prompts: tuple[Prompt, ...] = (Prompt(),)  # rotated in order, at least one
-    prompt_period: int = 20                   # keyframes per prompt before the next one, 1..100000
-    steps: int = 20                           # sampler steps, 1..150 (img2img runs about steps*denoise)
-    cfg: float = 7.0                          # classifier-free guidance scale, 0..30
-    sampler: str = "euler"                    # ComfyUI sampler_name (checked against the server at start)
-    scheduler: str = "normal"                 # ComfyUI scheduler (checked against the server at start)
-    seed: SeedConfig = field(default_factory=SeedConfig)
+    source: str = key("comfyui", _c.choice("comfyui", "folder"), restart=True)  # img2img loop | morph your images
+    folder: Path | None = key(None, path(optional=True, must="dir"), restart=True)  # image folder (absolute)
+    start_image: Path | None = key(None, path(optional=True, must="file"), restart=True)  # K_0; None = txt2img / first image
+    prompts: tuple[Prompt, ...] = key((Prompt(),), _c.prompts(Prompt))  # rotated in order, at least one
+    prompt_period: int = key(20, _c.integer(1, 100_000))                 # keyframes per prompt before the next one
+    # The sampler settings are checked against the server once, when the workflow is prepared.
+    steps: int = key(20, _c.integer(1, 150), restart=True)               # sampler steps (img2img runs ~steps*denoise)
+    cfg: float = key(7.0, _c.number(0.0, 30.0), restart=True)            # classifier-free guidance scale
+    sampler: str = key("euler", _c.text(), restart=True)                 # ComfyUI sampler_name
+    scheduler: str = key("normal", _c.text(), restart=True)              # ComfyUI scheduler
+    seed: SeedConfig = section(SeedConfig)
 
 
 @dataclass(frozen=True)
 class VaeConfig:
-    kind: str = "auto"                        # "auto" (kl on CUDA, tiny on a CPU) | "kl" (the SD VAE) | "tiny" (TAESD)
-    source: str | None = None                 # path (absolute after loading) or Hugging Face id; None = search
-    family: str = "auto"                      # "auto" | "sd1" | "sdxl" | "sd3" | "flux1" | "flux2"
-    device: str = "auto"                      # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
-    dtype: str = "auto"                       # "auto" | "float32" | "float16" | "bfloat16"
-    max_batch: int = 8                        # frames decoded per batch, 1..64
-    comfyui_dir: Path | None = None           # ComfyUI root to find models/vae etc. in; None = not searched
+    kind: str = key("auto", _c.choice("auto", "kl", "tiny"))   # auto: kl on CUDA, tiny (TAESD) on a CPU
+    source: str | None = key(None, _c.model_source_rule)       # path (absolute after loading) or Hub id; None = search
+    family: str = key("auto", _c.choice("auto", "sd1", "sdxl", "sd3", "flux1", "flux2"))
+    device: str = key("auto", _c.device)                       # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
+    dtype: str = key("auto", _c.choice("auto", "float32", "float16", "bfloat16"))
+    max_batch: int = key(8, _c.integer(1, 64))                 # frames decoded per batch
+    models_dir: Path = key(Path("models"), path())  # Reverie's own weights folder, searched first
+    comfyui_dir: Path | None = key(None, path(optional=True, must="dir"))  # ComfyUI root (models/...); None = not searched
 
 
 @dataclass(frozen=True)
 class DisplayConfig:
-    fps: float = 10.0                         # target frames per second, 0.1..60
-    output_dir: Path = Path("output")         # where current_frame.png, frames/, status.* go (absolute after loading)
-    png_compression: int = 1                  # zlib level 0..9; 1 is 1.7-3x faster than 6 for ~10% more bytes
-    history_keep: int = 0                     # newest frames kept in output/history/, 0 = no history
-    ring_size: int = 3                        # ring files output/frames/frame_{0..n-1}.png, 2..16
-    show_raw_keyframes: bool = False          # True: keyframe slot shows ComfyUI's image, not decode(z_s)
+    fps: float = key(10.0, _c.number(0.1, 60.0))                       # target frames per second
+    output_dir: Path = key(Path("output"), path(must="new_dir"), restart=True)  # current_frame.png, frames/, status.*
+    png_compression: int = key(1, _c.integer(0, 9))                    # zlib level (1: much faster than 6, a bit larger)
+    history_keep: int = key(0, _c.integer(0, 1_000_000))               # newest frames kept in output/history/, 0 = off
+    ring_size: int = key(3, _c.integer(2, 16), restart=True)           # ring files output/frames/frame_{0..n-1}.png
+    show_raw_keyframes: bool = key(False, _c.boolean)                  # True: keyframe slot shows ComfyUI's image
 
 
 @dataclass(frozen=True)
 class ControlConfig:
-    file: Path | str | None = "auto"        # skin's command INI: "auto" = installed skin's Control.ini; None = off
+    file: Path | str | None = key("auto", _c.control_file_rule)  # the skin's command INI: "auto" | a path | None = off
 
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    level: str = "INFO"                       # "DEBUG" | "INFO" | "WARNING" | "ERROR"
-    file: Path | None = Path("output/reverie.log")  # rotating log file; None = console only
-    max_bytes: int = 1_000_000                # rotate when the log reaches this size, 10_000..1_000_000_000
-    backups: int = 3                          # rotated files kept, 0..100
+    level: str = key("INFO", _c.choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True))
+    file: Path | None = key(Path("output/reverie.log"), path(optional=True, must="new_file"))  # None = console only
+    max_bytes: int = key(1_000_000, _c.integer(10_000, 1_000_000_000))  # rotate when the log reaches this size
+    backups: int = key(3, _c.integer(0, 100))                             # rotated files kept
 
 
 @dataclass(frozen=True)
 class Config:
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    comfyui: ComfyUIConfig = field(default_factory=ComfyUIConfig)
-    keyframes: KeyframesConfig = field(default_factory=KeyframesConfig)
-    vae: VaeConfig = field(default_factory=VaeConfig)
-    display: DisplayConfig = field(default_factory=DisplayConfig)
-    control: ControlConfig = field(default_factory=ControlConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    generation: GenerationConfig = section(GenerationConfig)
+    comfyui: ComfyUIConfig = section(ComfyUIConfig, restart=True)
+    keyframes: KeyframesConfig = section(KeyframesConfig)
+    vae: VaeConfig = section(VaeConfig, restart=True)
+    display: DisplayConfig = section(DisplayConfig)
+    control: ControlConfig = section(ControlConfig, restart=True)
+    logging: LoggingConfig = section(LoggingConfig, restart=True)
 
 
 # Key paths (or whole sections) that only take effect after a restart: the watcher reports them and
-# keeps the running values. Everything else is applied live.
-RESTART_ONLY = frozenset({
-    "generation.resolution", "comfyui", "vae", "display.output_dir", "display.ring_size",
-    "keyframes.source", "keyframes.folder", "keyframes.start_image", "control", "logging",
-    # The sampler settings are checked against the server once, when the workflow is prepared.
-    "keyframes.steps", "keyframes.cfg", "keyframes.sampler", "keyframes.scheduler",
-})
+# keeps the running values. Everything else is applied live. Read off the declarations above.
+RESTART_ONLY = _c.restart_keys(Config)
 
 
 def parse_config(data: Any, source: str = "<dict>", base_dir: str | Path | None = None) -> Config:
@@ -148,61 +152,12 @@ def parse_config(data: Any, source: str = "<dict>", base_dir: str | Path | None 
     Returns a Config or raises ConfigError listing every problem."""
     problems: list[str] = []
     base = Path(base_dir if base_dir is not None else Path.cwd()).absolute()
-    root = Section(data, "", Config, problems, base)
-    g = root.sub("generation", GenerationConfig)
-    h = g.sub("hybrid", HybridConfig)
-    generation = GenerationConfig(
-        mode=g.get("mode", _c.choice("hybrid", "img2img")),
-        resolution=g.get("resolution", _c.resolution),
-        hybrid=HybridConfig(
-            interpolation_frames=h.get("interpolation_frames", _c.frames),
-            keyframe_denoise=h.get("keyframe_denoise", _c.number(0.0, 1.0)),
-            use_vae_interpolation=h.get("use_vae_interpolation", _c.boolean),
-            interpolation_method=h.get("interpolation_method", _c.choice("spherical", "linear")),
-            easing=h.get("easing", _c.choice("linear", "smoothstep", "cosine"))))
-    c = root.sub("comfyui", ComfyUIConfig)
-    comfyui = ComfyUIConfig(
-        url=c.get("url", _c.url), workflow=c.get("workflow", c.workflow_check),
-        txt2img_workflow=c.get("txt2img_workflow", c.workflow_check),
-        checkpoint=c.get("checkpoint", _c.text(optional=True)), node_ids=c.get("node_ids", _c.node_ids),
-        request_timeout=c.get("request_timeout", _c.number(0.1, 600.0)),
-        job_timeout=c.get("job_timeout", _c.number(1.0, 3600.0)))
-    k = root.sub("keyframes", KeyframesConfig)
-    s = k.sub("seed", SeedConfig)
-    keyframes = KeyframesConfig(
-        source=k.get("source", _c.choice("comfyui", "folder")),
-        folder=k.get("folder", k.path_check(optional=True, must="dir")),
-        start_image=k.get("start_image", k.path_check(optional=True, must="file")),
-        prompts=k.get("prompts", _c.prompts(Prompt)), prompt_period=k.get("prompt_period", _c.integer(1, 100_000)),
-        steps=k.get("steps", _c.integer(1, 150)), cfg=k.get("cfg", _c.number(0.0, 30.0)),
-        sampler=k.get("sampler", _c.text()), scheduler=k.get("scheduler", _c.text()),
-        seed=SeedConfig(policy=s.get("policy", _c.choice("random", "fixed", "increment")),
-                        value=s.get("value", _c.integer(0, 2**64 - 1))))
-    v = root.sub("vae", VaeConfig)
-    vae = VaeConfig(
-        kind=v.get("kind", _c.choice("auto", "kl", "tiny")), source=v.get("source", v.model_source),
-        family=v.get("family", _c.choice("auto", "sd1", "sdxl", "sd3", "flux1", "flux2")),
-        device=v.get("device", _c.device), dtype=v.get("dtype", _c.choice("auto", "float32", "float16", "bfloat16")),
-        max_batch=v.get("max_batch", _c.integer(1, 64)),
-        comfyui_dir=v.get("comfyui_dir", v.path_check(optional=True, must="dir")))
-    d = root.sub("display", DisplayConfig)
-    display = DisplayConfig(
-        fps=d.get("fps", _c.number(0.1, 60.0)), output_dir=d.get("output_dir", d.path_check(must="new_dir")),
-        png_compression=d.get("png_compression", _c.integer(0, 9)),
-        history_keep=d.get("history_keep", _c.integer(0, 1_000_000)), ring_size=d.get("ring_size", _c.integer(2, 16)),
-        show_raw_keyframes=d.get("show_raw_keyframes", _c.boolean))
-    ct = root.sub("control", ControlConfig)
-    control = ControlConfig(file=ct.get("file", lambda v: "auto" if v == "auto" else ct.path_check(optional=True)(v)))
-    lg = root.sub("logging", LoggingConfig)
-    logging_ = LoggingConfig(
-        level=lg.get("level", _c.choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True)),
-        file=lg.get("file", lg.path_check(optional=True, must="new_file")),
-        max_bytes=lg.get("max_bytes", _c.integer(10_000, 1_000_000_000)), backups=lg.get("backups", _c.integer(0, 100)))
-    if keyframes.source == "folder" and keyframes.folder is None:
+    config = Section(data, "", Config, problems, base).build()
+    if config.keyframes.source == "folder" and config.keyframes.folder is None:
         problems.append("keyframes.folder: required when keyframes.source is 'folder'")
     if problems:
         raise ConfigError(source, problems)
-    return Config(generation, comfyui, keyframes, vae, display, control, logging_)
+    return config
 
 
 def parse_config_text(text: str, source: str = "<text>", base_dir: str | Path | None = None) -> Config:
@@ -233,13 +188,16 @@ def check_writable(config: Config, source: str | Path = "config") -> None:
         raise ConfigError(source, problems)
 
 
-def with_overrides(config: Config, *, fps: float | None = None, source: str | None = None) -> Config:
+def with_overrides(config: Config, *, fps: float | None = None, source: str | None = None,
+                   vae: str | None = None) -> Config:
     """Apply command-line overrides: --fps N, --source comfyui|folder|<image folder path> (a path means
-    source "folder" with that folder, resolved against the current directory)."""
+    source "folder" with that folder), --vae PATH (a VAE file, a TAESD pair's folder or a diffusers
+    folder: overrides vae.source). Paths resolve against the current directory."""
     problems: list[str] = []
-    display, keyframes = config.display, config.keyframes
+    display, keyframes, vae_config = config.display, config.keyframes, config.vae
     if fps is not None:
-        display = dataclasses.replace(display, fps=_c.check_one("--fps", fps, _c.number(0.1, 60.0), problems, 10.0))
+        display = dataclasses.replace(display, fps=_c.check_one("--fps", fps, _c.declared(DisplayConfig, "fps"),
+                                                                 problems, display.fps))
     if source is not None:
         if source.strip().lower() in ("comfyui", "folder"):
             keyframes = dataclasses.replace(keyframes, source=source.strip().lower())
@@ -249,9 +207,22 @@ def with_overrides(config: Config, *, fps: float | None = None, source: str | No
             problems.append(f"--source: must be 'comfyui', 'folder' or an existing image folder, got {source!r}")
     if keyframes.source == "folder" and keyframes.folder is None:
         problems.append("--source folder: keyframes.folder is not set in the config")
+    if vae is not None:
+        if _exists(vae):
+            vae_config = dataclasses.replace(vae_config, source=str(Path(vae).expanduser().absolute()))
+        else:
+            problems.append(f"--vae: no such file or folder: {vae} (give a VAE file, the folder of a "
+                            "taesd_encoder.pth + taesd_decoder.pth pair, or a diffusers VAE folder)")
     if problems:
         raise ConfigError("command line", problems)
-    return dataclasses.replace(config, display=display, keyframes=keyframes)
+    return dataclasses.replace(config, display=display, keyframes=keyframes, vae=vae_config)
+
+
+def _exists(text: str) -> bool:
+    try:
+        return Path(text).expanduser().exists()
+    except (OSError, RuntimeError):
+        return False
 
 
 def _is_dir(text: str) -> bool:

@@ -3,7 +3,9 @@ checkers, and `Section`, which reads one mapping against its dataclass and recor
 with its key path instead of stopping at the first one.
 
 A checker is `value -> normalized value` and raises `Bad("must be ...")`; `Section.get` turns that
-into a "section.key: must be ..." problem and carries on with the field's default.
+into a "section.key: must be ..." problem and carries on with the field's default. `key(default,
+checker, restart=...)` declares a dataclass field with both, so each config key is spelled once;
+`Section.build()` reads a whole mapping (and its sub-sections) from those declarations.
 """
 
 from __future__ import annotations
@@ -33,6 +35,56 @@ class ConfigError(Exception):
 
 class Bad(ValueError):
     """A checker's complaint about one value, e.g. "must be between 0 and 9, got 12"."""
+
+
+class Rule:
+    """A checker that needs its Section (paths resolve against the config file's folder):
+    `make(section) -> checker`."""
+
+    def __init__(self, make: Callable[[Section], Callable[[Any], Any]]):
+        self.make = make
+
+
+def key(default: Any, check: Callable[[Any], Any] | Rule, *, restart: bool = False) -> Any:
+    """A config field: its default (a type such as dict = a fresh one each time), its checker, and
+    whether a change applies only after a restart."""
+    meta = {"check": check, "restart": restart}
+    if isinstance(default, type):
+        return dataclasses.field(default_factory=default, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def section(cls: type, *, restart: bool = False) -> Any:
+    """A sub-mapping read against `cls`; `restart`: every key in it needs a restart."""
+    return dataclasses.field(default_factory=cls, metadata={"section": cls, "restart": restart})
+
+
+def declared(cls: type, name: str) -> Callable[[Any], Any]:
+    """The checker declared for `cls.name` (for values that arrive another way, e.g. --fps)."""
+    check = next(f for f in dataclasses.fields(cls) if f.name == name).metadata["check"]
+    if isinstance(check, Rule):
+        raise TypeError(f"{cls.__name__}.{name} needs a Section to be checked")
+    return check
+
+
+def restart_keys(cls: type, prefix: str = "") -> frozenset[str]:
+    """Dotted paths of the fields and sections declared with restart=True."""
+    out: set[str] = set()
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("restart"):
+            out.add(prefix + f.name)
+        elif "section" in f.metadata:
+            out |= restart_keys(f.metadata["section"], f"{prefix}{f.name}.")
+    return frozenset(out)
+
+
+def path_rule(optional: bool = False, must: str | None = None) -> Rule:
+    return Rule(lambda s: s.path_check(optional=optional, must=must))
+
+
+workflow_rule = Rule(lambda s: s.workflow_check)
+model_source_rule = Rule(lambda s: s.model_source)
+control_file_rule = Rule(lambda s: lambda v: "auto" if v == "auto" else s.path_check(optional=True)(v))
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -109,6 +161,7 @@ def integer(lo: int, hi: int) -> Callable[[Any], int]:
         if not lo <= value <= hi:
             raise Bad(f"must be between {lo} and {hi}, got {value}")
         return value
+    check.range = (lo, hi)  # type: ignore[attr-defined]  # for docs and the config.yaml comment check
     return check
 
 
@@ -119,6 +172,7 @@ def number(lo: float, hi: float) -> Callable[[Any], float]:
         if not lo <= value <= hi:
             raise Bad(f"must be between {lo:g} and {hi:g}, got {value:g}")
         return float(value)
+    check.range = (lo, hi)  # type: ignore[attr-defined]
     return check
 
 
@@ -163,6 +217,9 @@ def frames(value: Any) -> int | str:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
         raise Bad(f"must be a whole number 0..1000 or \"auto\", got {show(value)}")
     return value
+
+
+frames.range = (0, 1000)  # type: ignore[attr-defined]
 
 
 def url(value: Any) -> str:
@@ -260,13 +317,27 @@ class Section:
         value = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
         return self.resolve(value) if isinstance(value, Path) else value
 
-    def get(self, key: str, check: Callable[[Any], Any]) -> Any:
+    def get(self, key: str, check: Callable[[Any], Any] | Rule | None = None) -> Any:
+        """The checked value of `key` (its default when absent or bad); `check` defaults to the declared one."""
         if key not in self.data:
             return self.default(key)
+        check = self.fields[key].metadata["check"] if check is None else check
+        if isinstance(check, Rule):
+            check = check.make(self)
         return check_one(self.key_path(key), self.data[key], check, self.problems, self.default(key))
 
-    def sub(self, key: str, cls: type) -> "Section":
+    def sub(self, key: str, cls: type) -> Section:
         return Section(self.data.get(key), self.key_path(key), cls, self.problems, self.base)
+
+    def build(self) -> Any:
+        """An instance of the section's dataclass, every field read with its declared checker."""
+        values = {}
+        for name, f in self.fields.items():
+            if "section" in f.metadata:
+                values[name] = self.sub(name, f.metadata["section"]).build()
+            else:
+                values[name] = self.get(name)
+        return self.cls(**values)
 
     def resolve(self, value: str | Path) -> Path:
         return Path(os.path.normpath(self.base / Path(value).expanduser()))

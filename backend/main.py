@@ -19,7 +19,8 @@ import logging  # noqa: E402
 import os  # noqa: E402
 
 from backend import __version__  # noqa: E402
-from backend.config import ConfigError, check_writable, load_config, with_overrides  # noqa: E402
+from backend.config import ConfigError, DisplayConfig, check_writable, load_config, with_overrides  # noqa: E402
+from backend.config_checks import declared  # noqa: E402
 from backend.logging_setup import adopt_missing_streams, say, setup_logging  # noqa: E402
 from backend.shutdown import Shutdown  # noqa: E402
 
@@ -35,11 +36,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="stop after N frames (default: run until stopped)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="PATH",
                         help=f"config file (default: {DEFAULT_CONFIG.name} beside the backend folder)")
-    parser.add_argument("--fps", type=float, default=None, help="override display.fps (0.1..60)")
+    low, high = declared(DisplayConfig, "fps").range
+    parser.add_argument("--fps", type=float, default=None, help=f"override display.fps ({low:g}..{high:g})")
     parser.add_argument("--source", choices=("comfyui", "folder"), default=None,
                         help="override keyframes.source")
     parser.add_argument("--folder", type=Path, default=None, metavar="DIR",
                         help="morph the images of DIR (implies --source folder)")
+    parser.add_argument("--vae", default=None, metavar="PATH",
+                        help="VAE weights to use, overriding vae.source: a file, the folder of a TAESD pair "
+                        "(taesd_encoder.pth + taesd_decoder.pth), or a diffusers VAE folder")
     parser.add_argument("--check", action="store_true",
                         help="check the environment (config, CUDA, ComfyUI, checkpoint, VAE) and exit")
     parser.add_argument("--version", action="version", version=f"Reverie {__version__}")
@@ -56,7 +61,7 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     adopt_missing_streams()
     args = parse_args(argv)
-    overrides = dict(fps=args.fps, source=str(args.folder) if args.folder else args.source)
+    overrides = dict(fps=args.fps, source=str(args.folder) if args.folder else args.source, vae=args.vae)
     try:
         config = with_overrides(load_config(args.config), **overrides)
     except ConfigError as exc:

@@ -511,3 +511,75 @@ def test_a_folder_given_as_the_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path)
     assert "folder, not a config file" in info.value.problems[0]
+
+
+def declared_fields(cls=Config, prefix=""):
+    """{dotted key: dataclass field} for every declared key."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if "section" in f.metadata:
+            out.update(declared_fields(f.metadata["section"], f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = f
+    return out
+
+
+def test_every_key_declares_its_checker_and_restart_flag_once():
+    fields = declared_fields()
+    assert fields and all(callable(f.metadata["check"]) or hasattr(f.metadata["check"], "make") for f in fields.values())
+    restart = {k for k, f in fields.items() if f.metadata["restart"]}
+    assert {"generation.resolution", "display.output_dir", "keyframes.steps"} <= restart
+    assert RESTART_ONLY >= restart and "vae" in RESTART_ONLY and "display.fps" not in RESTART_ONLY
+
+
+def test_shipped_config_yaml_values_equal_the_declared_defaults():
+    data = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    for dotted, f in declared_fields().items():
+        value = data
+        for part in dotted.split("."):
+            value = value[part]
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if dotted == "keyframes.prompts":
+            value = tuple((p["prompt"], p["negative"]) for p in value)
+            default = tuple((p.prompt, p.negative) for p in default)
+        elif isinstance(default, Path) or isinstance(default, tuple):
+            value = Path(value) if isinstance(default, Path) else tuple(value)
+        elif isinstance(default, float):
+            value = float(value)
+        assert value == default, dotted
+
+
+def test_ranges_written_in_config_yaml_comments_are_the_declared_ranges():
+    import re
+
+    fields = declared_fields()
+    comments, stack, checked = [], [], 0
+    for line in (REPO / "config.yaml").read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comments.append(stripped)
+            continue
+        match = re.match(r"(\s*)([a-z_0-9]+):", line)
+        if not match:
+            comments = []
+            continue
+        depth = len(match[1]) // 2
+        stack[depth:] = [match[2]]
+        dotted = ".".join(stack)
+        declared = getattr(fields[dotted].metadata["check"], "range", None) if dotted in fields else None
+        for lo, hi in re.findall(r"(\d[\d.]*)\.\.(\d[\d.]*)", " ".join(comments)):
+            assert declared is not None, f"{dotted}: config.yaml states a range {lo}..{hi} the code does not declare"
+            assert (float(lo), float(hi)) == tuple(map(float, declared)), dotted
+            checked += 1
+        comments = []
+    assert checked >= 8
+
+
+def test_the_vae_option_overrides_vae_source_with_an_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    config = with_overrides(parse_config({"vae": {"source": "stabilityai/sd-vae-ft-mse"}}), vae="weights")
+    assert config.vae.source == str(tmp_path / "weights")
+    with pytest.raises(ConfigError) as info:
+        with_overrides(parse_config({}), vae="missing_folder")
+    assert info.value.problems[0].startswith("--vae: no such file or folder: missing_folder")

@@ -189,3 +189,32 @@ def test_logging_works_without_a_console_as_under_pythonw(tmp_path, monkeypatch)
         for handler in handlers:
             logging.getLogger().removeHandler(handler)
             handler.close()
+
+
+def save_random_taesd_pair(folder: Path) -> None:
+    import torch
+
+    from backend.interpolation.taesd import build_decoder, build_encoder
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(build_encoder(4, False).state_dict(), folder / "taesd_encoder.pth")
+    torch.save(build_decoder(4, False).state_dict(), folder / "taesd_decoder.pth")
+
+
+@pytest.mark.parametrize("where", ["models folder", "--vae"])
+def test_a_cpu_user_with_a_taesd_pair_gets_frames_from_a_folder_with_the_default_vae_settings(tmp_path, where):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        Image.new("RGB", (80, 70), colour).save(tmp_path / "imgs" / name)
+    save_random_taesd_pair(tmp_path / ("models" if where == "models folder" else "elsewhere"))
+    (tmp_path / "config.yaml").write_text("generation: {resolution: [64, 64]}\nvae: {device: cpu}\n"
+                                          "display: {output_dir: out, fps: 60}\nlogging: {file: null}\n"
+                                          "control: {file: null}\n")
+    extra = ["--vae", "elsewhere"] if where == "--vae" else []
+    done = run(str(MAIN), "--config", "config.yaml", "--folder", "imgs", "--max-frames", "2", *extra,
+               cwd=tmp_path, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "current_frame.png").is_file()

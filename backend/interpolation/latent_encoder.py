@@ -45,12 +45,19 @@ FAMILIES = {
     "flux1": Family(16, 0.3611, 0.1159), "flux2": Family(32, 1.0, 0.0),  # flux2: tiny kind only
 }
 KINDS = ("kl", "tiny")
-FIX_ADVICE = {
-    "kl": "Set vae.source to a VAE (a diffusers folder, a .safetensors VAE file or checkpoint, or a Hugging Face "
-          "id already in the local cache), or set vae.comfyui_dir so Reverie can use ComfyUI's models/vae or checkpoints.",
-    "tiny": "Set vae.source to a TAESD-style *_encoder.pth file (its *_decoder.pth beside it) or the folder holding "
-            "the pair, or set vae.comfyui_dir so Reverie can use ComfyUI's models/vae_approx.",
-}
+TAESD_URL = "https://github.com/madebyollin/taesd"
+
+
+def fix_advice(kind: str, models_dir: str | Path | None = None) -> str:
+    """What to do when no weights of ``kind`` were found: which files, where from, where to put them."""
+    if kind == "kl":
+        return ("Set vae.source (or pass --vae PATH) to a VAE: a diffusers folder, a .safetensors VAE file or "
+                "checkpoint, or a Hugging Face id already in the local cache; or set vae.comfyui_dir so Reverie "
+                "uses the VAE of the checkpoint ComfyUI loads.")
+    where = f"put both in {models_dir}" if models_dir is not None else "put both in one folder"
+    return (f"Get the tiny VAE (TAESD): taesd_encoder.pth and taesd_decoder.pth for SD 1.x checkpoints "
+            f"(taesdxl_* for SDXL), published at {TAESD_URL} (ComfyUI keeps them in its models/vae_approx); "
+            f"{where}, or pass --vae FOLDER (or set vae.source, or vae.comfyui_dir for ComfyUI's folder).")
 
 
 class LatentEncoder:
@@ -82,11 +89,12 @@ class LatentEncoder:
     def load(cls, kind: str = "kl", source: str | None = None, family: str = "auto", device: str = "auto",
              dtype: str = "auto", comfyui_dir: str | Path | None = None, max_batch: int = 8,
              tile_threshold: int = 1024 * 1024, tile_size: int = 512, checkpoint: str | None = None,
-             vae_file: str | None = None) -> "LatentEncoder":
+             vae_file: str | None = None, models_dir: str | Path | None = None) -> "LatentEncoder":
         """Find and load weights (order in ``vae_sources``); raises VaeNotFoundError listing every place tried.
 
         ``checkpoint`` / ``vae_file``: what the ComfyUI workflow loads (names as ComfyUI lists them), so
         the kl kind takes the VAE ComfyUI decodes with from ``comfyui_dir``, not some other model's.
+        ``models_dir``: Reverie's own weights folder, searched for a tiny pair before ComfyUI's.
 
         ``tile_threshold`` is a pixel count (H*W) above which the kl kind decodes/encodes in tiles of
         ``tile_size`` x ``tile_size`` pixels (25% overlap, blended).
@@ -94,7 +102,7 @@ class LatentEncoder:
         if kind == "auto":
             return cls._load_auto(source=source, family=family, device=device, dtype=dtype, comfyui_dir=comfyui_dir,
                                   max_batch=max_batch, tile_threshold=tile_threshold, tile_size=tile_size,
-                                  checkpoint=checkpoint, vae_file=vae_file)
+                                  checkpoint=checkpoint, vae_file=vae_file, models_dir=models_dir)
         if kind not in KINDS:
             raise ValueError(f"unknown VAE kind {kind!r}; choose auto or one of {', '.join(KINDS)}")
         if family != "auto" and family not in FAMILIES:
@@ -106,7 +114,8 @@ class LatentEncoder:
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)  # validates dtype before any weights are read
         tried: list[str] = []
-        for src in candidates(kind, source, family, comfyui_dir, tried, checkpoint=checkpoint, vae_file=vae_file):
+        for src in candidates(kind, source, family, comfyui_dir, tried, checkpoint=checkpoint, vae_file=vae_file,
+                              models_dir=models_dir):
             try:
                 model, fam, scale, shift = _load_model(kind, src, family)
             except (OSError, ValueError, RuntimeError, KeyError) as exc:  # unreadable, wrong family, not a VAE
@@ -115,12 +124,12 @@ class LatentEncoder:
             runner = ModelRunner(model, kind, dev, dt, max_batch, tile_threshold, tile_size)
             log.info("VAE %s (%s) loaded from %s on %s/%s", kind, fam, src.describe(), dev, runner.dtype)
             return cls(runner, kind, fam, scale, shift, src.describe())
-        raise VaeNotFoundError(FIX_ADVICE[kind], tried)
+        raise VaeNotFoundError(fix_advice(kind, models_dir), tried)
 
     @classmethod
     def _load_auto(cls, **options) -> "LatentEncoder":
-        """``auto``: kl on CUDA (sharp, tens of ms a frame), tiny on a CPU (where the SD VAE takes
-        seconds a frame); either falls back to the other kind when its weights are nowhere."""
+        """``auto``: kl on CUDA (sharp, and cheap there), tiny on a CPU (where the SD VAE takes seconds
+        a frame); either falls back to the other kind when its weights are nowhere."""
         on_gpu = pick_device(options["device"]).type == "cuda"
         order = ("tiny",) if options["family"] == "flux2" else ("kl", "tiny") if on_gpu else ("tiny", "kl")
         missing: list[VaeNotFoundError] = []
@@ -132,11 +141,9 @@ class LatentEncoder:
                 continue
             if missing and options["source"] is None:
                 log.warning("vae.kind auto: no %s weights found, so the %s kind runs here%s", order[0], kind,
-                            "" if on_gpu else " at several seconds a frame; for ~0.5 s a frame put "
-                            "taesd_encoder.pth + taesd_decoder.pth in ComfyUI's models/vae_approx and set "
-                            "vae.comfyui_dir")
+                            "" if on_gpu else " at several seconds a frame. " + fix_advice("tiny", options["models_dir"]))
             return encoder
-        advice = " Or: ".join(FIX_ADVICE[kind] for kind in order)
+        advice = " Or: ".join(fix_advice(kind, options["models_dir"]) for kind in order)
         raise VaeNotFoundError(f"vae.kind auto found no VAE of either kind. {advice}",
                                list(dict.fromkeys(place for exc in missing for place in exc.tried)))
 

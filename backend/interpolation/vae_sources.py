@@ -1,6 +1,7 @@
 """Where VAE weights can come from, in search order, without loading any of them.
 
-Order: an explicit path (or Hugging Face id), then ComfyUI's ``models/vae_approx`` (tiny) or,
+Order: an explicit path (or Hugging Face id), then Reverie's own models folder (tiny), then
+ComfyUI's ``models/vae_approx`` (tiny) or,
 for kl, the VAE ComfyUI itself decodes with when the workflow names it (its VAELoader's file in
 ``models/vae``, else the checkpoint it loads from ``models/checkpoints``), otherwise the files of
 ``models/vae`` and the VAEs inside ``models/checkpoints/*.safetensors``; then a Hugging Face id
@@ -155,17 +156,25 @@ def _workflow_vae(models: Path, checkpoint: str | None, vae_file: str | None, tr
 
 
 def candidates(kind: str, source: str | None, family: str, comfyui_dir: str | Path | None,
-               tried: list[str], *, checkpoint: str | None = None, vae_file: str | None = None) -> list[VaeSource]:
+               tried: list[str], *, checkpoint: str | None = None, vae_file: str | None = None,
+               models_dir: str | Path | None = None) -> list[VaeSource]:
     """Sources to try in order. Appends a line to ``tried`` for every place looked at and passed over.
 
     An explicit ``source`` is the only candidate when given: a typo there must not silently
     load some other VAE. ``checkpoint`` / ``vae_file``: the names (as ComfyUI lists them) of the
     checkpoint and VAELoader file the workflow uses; when given, the kl search of ComfyUI's
-    folders takes that VAE only.
+    folders takes that VAE only. ``models_dir``: Reverie's own folder, searched first for a tiny pair
+    (there and in its ``vae_approx``), so a CPU user only drops two files in and runs.
     """
     if source:
         return _explicit(kind, source, family, tried)
     found: list[VaeSource] = []
+    if kind == "tiny" and models_dir is not None:
+        for folder in (Path(models_dir), Path(models_dir) / "vae_approx"):
+            pairs = tiny_pairs_in(folder, family) if folder.is_dir() else []
+            if pairs or folder == Path(models_dir):
+                tried.append(f"{folder}" + ("" if pairs else f": no *_encoder/*_decoder pair for family {family}"))
+            found += pairs
     if comfyui_dir is None:
         tried.append("ComfyUI models folders: skipped, no comfyui_dir configured")
     else:

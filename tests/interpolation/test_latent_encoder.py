@@ -213,7 +213,7 @@ def test_missing_weights_raise_one_error_that_lists_every_place_tried(tmp_path):
         message = str(exc)
     else:
         pytest.skip("the local Hugging Face cache already holds stabilityai/sd-vae-ft-mse")
-    assert message.startswith("Set vae.source to a VAE")
+    assert message.startswith("Set vae.source (or pass --vae PATH) to a VAE")
     for place in ("broken.safetensors", "models/checkpoints", "stabilityai/sd-vae-ft-mse"):
         assert place in message.replace("\\", "/")
 
@@ -386,3 +386,26 @@ def test_a_used_checkpoint_missing_from_the_folder_is_not_replaced_by_another(tw
         assert encoder.source.startswith("hub ")  # a VAE in the local Hugging Face cache, never a_other
         return
     assert "v1-5-pruned-emaonly.safetensors: not found" in message and "a_other" not in message
+
+
+def test_no_vae_on_a_cpu_says_which_taesd_files_to_get_from_where_and_where_to_put_them(tmp_path):
+    models = tmp_path / "models"
+    try:
+        LatentEncoder.load("auto", device="cpu", models_dir=models)
+    except VaeNotFoundError as exc:
+        first = str(exc).splitlines()[0]
+    else:
+        pytest.skip("the local Hugging Face cache already holds stabilityai/sd-vae-ft-mse")
+    assert first.startswith("vae.kind auto found no VAE of either kind. Get the tiny VAE (TAESD)")
+    for words in ("taesd_encoder.pth and taesd_decoder.pth", "https://github.com/madebyollin/taesd",
+                  f"put both in {models}", "--vae FOLDER", "models/vae_approx"):
+        assert words in first
+
+
+def test_a_taesd_pair_in_reveries_models_folder_is_found_without_any_setting(tmp_path):
+    from tests.interpolation.test_taesd import save_pair
+
+    (tmp_path / "models").mkdir()
+    save_pair(tmp_path / "models", "taesd", 4)
+    encoder = LatentEncoder.load("auto", device="cpu", models_dir=tmp_path / "models")
+    assert (encoder.kind, encoder.family) == ("tiny", "sd1") and "taesd_encoder.pth" in encoder.source

@@ -116,7 +116,7 @@ def test_a_tiny_file_without_its_partner_is_reported(tmp_path):
 def test_the_tiny_kind_without_any_source_says_what_to_set():
     with pytest.raises(VaeNotFoundError) as info:
         LatentEncoder.load("tiny")
-    assert str(info.value).startswith("Set vae.source to a TAESD-style")
+    assert str(info.value).startswith("Get the tiny VAE (TAESD): taesd_encoder.pth and taesd_decoder.pth")
     assert "no comfyui_dir configured" in str(info.value)
 
 
