@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    # Skip interpreter teardown: unloading torch takes 1-2 s on a busy machine, and a stop must
-    # finish within ~2 s (Windows kills a closing console's process ~5 s after the close event).
+    # Skip interpreter teardown: unloading torch is slow on a busy machine, and a stop must finish
+    # within a couple of seconds (Windows kills a closing console's process soon after the close event).
     # Everything is already written and closed; flush what remains and leave.
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

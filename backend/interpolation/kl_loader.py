@@ -123,7 +123,7 @@ def _from_hub(hub_id: str):
         raise FileNotFoundError(f"not in the Hugging Face cache {HF_HUB_CACHE} (HF_HUB_OFFLINE is set, so no "
                                 "download was tried)")
     # One quick metadata request first: it fails in well under a second without a network (a blind
-    # download retries for ~25 s per file) and tells whether the VAE sits at the root or in vae/.
+    # download retries for many seconds per file) and tells whether the VAE sits at the root or in vae/.
     from huggingface_hub import model_info
 
     try:

@@ -86,7 +86,7 @@ class ModelRunner:
         self._placed = False
         self._warned_memory = False  # the low-memory retry is logged once per run
         # The float32 retry after NaN/inf needs the original weights: upcasting half ones keeps their
-        # rounding. Kept on the CPU (4 bytes per weight, ~335 MB for an SD VAE) while running in half.
+        # rounding. Kept on the CPU (4 bytes per weight) while running in half.
         self._fp32_weights = None
         if dtype != torch.float32 and next(model.parameters()).dtype == torch.float32:
             self._fp32_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
