@@ -150,3 +150,74 @@ def test_easing_clamps_t_outside_the_unit_interval():
 def test_easing_rejects_an_unknown_curve():
     with pytest.raises(ValueError, match="smoothstep"):
         ease(0.5, "bounce")
+
+
+def test_slerp_in_float64_keeps_float64_precision_of_t():
+    v0, v1 = pair(dtype=torch.float64)
+    t = 1 / 3  # not exact in float32: a t rounded to float32 is off by ~1e-8
+    torch.testing.assert_close(slerp(v0, v1, t), reference_slerp(v0, v1, t), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(slerp(v0, v1, torch.tensor([t], dtype=torch.float64))[0], reference_slerp(v0, v1, t),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_slerp_of_float16_inputs_whose_norm_overflows_float16_follows_the_true_angle():
+    g = torch.Generator().manual_seed(3)
+    base, noise = torch.randn(2, 1, 4, 64, 64, generator=g)
+    v0 = 2000 * base  # norm ~ 2.6e5: past float16's 65504, while every element fits
+    v1 = 2000 * (0.8 * base + 0.6 * noise)  # cos θ ~ 0.8, so a wrong angle shows
+    v0, v1 = v0.half(), v1.half()
+    assert not torch.isfinite(v0.flatten(1).norm(dim=1)).all()  # the overflow this test is about
+    ref = reference_slerp(v0.double(), v1.double(), 0.4)
+    torch.testing.assert_close(slerp(v0, v1, 0.4).double(), ref, rtol=2e-3, atol=16.0)
+
+
+def test_slerp_computes_on_the_device_of_v0_and_brings_v1_and_t_there():
+    # torch's "meta" device stands in for a GPU: mixing it with CPU tensors raises, like CUDA would.
+    v0 = torch.empty(2, 4, 8, 8, device="meta")
+    _, v1 = pair()
+    assert slerp(v0, v1, 0.3).device.type == "meta"
+    assert slerp(v0, v1, torch.tensor([0.2, 0.7])).shape == (2, *v0.shape)
+    assert lerp(v0, v1, 0.3).device.type == "meta"
+
+
+def test_slerp_takes_a_batch_of_single_numbers_and_rejects_a_tensor_without_batch_dimension():
+    v0, v1 = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 4.0])  # [B] = two one-element samples
+    torch.testing.assert_close(slerp(v0, v1, 0.5), torch.tensor([2.0, 1.0]))
+    with pytest.raises(ValueError, match="^v0 and v1 need a leading batch dimension$"):
+        slerp(torch.tensor(1.0), torch.tensor(2.0), 0.5)
+
+
+def test_slerp_takes_the_arc_when_the_cosine_equals_the_threshold_and_lerps_just_above_it():
+    v0, v1 = torch.tensor([[3.0, 4.0]]), torch.tensor([[4.0, 3.0]])  # cos θ = 24/25 = 0.96 exactly in float32
+    arc = reference_slerp(v0, v1, 0.5).float()
+    torch.testing.assert_close(slerp(v0, v1, 0.5, dot_threshold=0.96), arc)
+    torch.testing.assert_close(slerp(v0, v1, 0.5, dot_threshold=0.95), (v0 + v1) / 2)
+
+
+def test_slerp_treats_a_norm_product_at_the_zero_threshold_as_degenerate():
+    v0, v1 = torch.tensor([[1e-6, 0.0]]), torch.tensor([[0.0, 1e-6]])  # orthogonal; |v0|·|v1| = 1e-12 exactly
+    # atol=0: the outputs are ~1e-6, below assert_close's default absolute tolerance
+    torch.testing.assert_close(slerp(v0, v1, 0.5), (v0 + v1) / 2, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize(("curve", "quarter"), [("linear", 0.25), ("smoothstep", 0.15625),
+                                                ("cosine", (1 - math.cos(math.pi / 4)) / 2)])
+def test_each_easing_curve_has_its_own_value_at_a_quarter(curve, quarter):
+    assert ease(0.25, curve) == pytest.approx(quarter, abs=1e-12)
+    assert ease(torch.tensor([0.25]), curve).item() == pytest.approx(quarter, abs=1e-7)
+    assert ease(0.75, curve) == pytest.approx(1 - quarter, abs=1e-12)
+
+
+def test_easing_is_linear_when_no_curve_is_named():
+    assert ease(0.3) == pytest.approx(0.3) and ease(torch.tensor([0.3])).item() == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("curve", EASINGS)
+def test_easing_clamps_tensor_t_outside_the_unit_interval(curve):
+    out = ease(torch.tensor([-0.5, 0.0, 1.0, 1.5]), curve)
+    torch.testing.assert_close(out, torch.tensor([0.0, 0.0, 1.0, 1.0]))
+
+
+def test_an_unknown_easing_is_rejected_with_the_list_of_known_ones():
+    with pytest.raises(ValueError, match="unknown easing 'bounce'; choose one of linear, smoothstep, cosine$"):
+        ease(0.5, "bounce")
