@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import re
 import signal
 import sys
 import threading
@@ -227,3 +226,55 @@ def test_check_fails_cleanly_when_the_configured_comfyui_is_down_and_another_ans
     assert daemon.returncode == 1, output
     assert "Traceback" not in output and "[FAIL] no ComfyUI at http://127.0.0.1:9," in output
     assert f"set comfyui.url: {other.rstrip('/')} to use that one" in output
+
+
+OUTAGE = 20.0  # seconds ComfyUI stays down after the kill: the issue's scenario, not scaled down
+
+
+def test_comfyui_killed_mid_job_for_20_s_shows_waiting_at_once_and_resubmits_with_the_same_seed(tmp_path, tiny_vae):
+    """Issue 11's closing scenario: the server dies under a running job and stays away for 20 s.
+    Status must say so while it is away (the old client hid it for a 60 s grace), and the lost job
+    is made again with its own seed: every keyframe is still exactly the fake's img2img of the one
+    before with seed 100 + s (a random seed or a skipped keyframe breaks that), and last_error is
+    empty once it is back."""
+    from tests.fake_comfyui import FakeComfyUI, fake_sample, fake_txt2img
+
+    with FakeComfyUI(latency=0.3, restart_delay=OUTAGE) as fake:
+        write_config(tmp_path, tiny_vae, fake.url, comfyui={"url": fake.url, "request_timeout": 5, "job_timeout": 90})
+        daemon = start_daemon(tmp_path)
+        try:
+            wait_for_status(tmp_path, lambda s: s["state"] == "live" and s["frame"] >= 2 * (N + 1), process=daemon)
+            fake.kill_mid_run = True           # the next job's first node kills the server for OUTAGE s
+            deadline = time.monotonic() + 60
+            while fake.kill_mid_run:
+                assert time.monotonic() < deadline and daemon.poll() is None, "the kill never happened"
+                time.sleep(0.01)
+            killed_at = time.monotonic()
+            down = wait_for_status(tmp_path, lambda s: s["comfyui"] == "unavailable", timeout=OUTAGE - 5,
+                                   process=daemon)
+            noticed_after = time.monotonic() - killed_at
+            waiting = wait_for_status(tmp_path, lambda s: s["state"] == "waiting_for_comfyui",
+                                      timeout=max(1.0, OUTAGE - 2 - (time.monotonic() - killed_at)), process=daemon)
+            print(f"status said unavailable {noticed_after:.2f} s after the kill; "
+                  f"waiting_for_comfyui {time.monotonic() - killed_at:.2f} s after it")
+            assert down["last_error"] and waiting["comfyui"] == "unavailable"
+            back = wait_for_status(tmp_path, lambda s: s["state"] == "live" and s["comfyui"] == "connected"
+                                   and s["segment"] >= down["segment"] + 3, timeout=OUTAGE + 60, process=daemon)
+            assert time.monotonic() - killed_at >= OUTAGE - 1, "the server came back early: the outage was not real"
+            assert back["last_error"] == ""
+            daemon.send_signal(signal.SIGINT)
+            output, _ = daemon.communicate(timeout=30)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+    assert daemon.returncode == 0, output
+    assert "Traceback" not in output
+    log = (tmp_path / "out" / "reverie.log").read_text(encoding="utf-8")
+    assert "same seed" in log and "retrying with a new seed" not in log and "skipping it" not in log
+    files = sorted((tmp_path / "out" / "keyframes").glob("keyframe_*.png"))
+    keys = [pixels(f) for f in files]
+    assert len(keys) >= down["segment"] + 3
+    assert np.array_equal(keys[0], fake_txt2img(100, 64, 64))
+    for s in range(1, len(keys)):
+        assert np.array_equal(keys[s], fake_sample(Image.fromarray(keys[s - 1]), 100 + s, 0.5)), \
+            f"keyframe {s} is not img2img of keyframe {s - 1} with seed {100 + s}"
