@@ -58,7 +58,8 @@ def test_the_page_follows_a_live_daemon_and_shows_its_paused_frame(tmp_path: Pat
         assert status["state"] == "paused"
         browser.wait_for(f"window.reverieState.shown === {status['frame']}", timeout=5)
         text = browser.evaluate("document.getElementById('status').textContent")
-        assert text == (f"paused  |  frame {status['frame']}  |  keyframes {status['keyframes']}  |  "
+        assert status["pause_reason"] == "skin"
+        assert text == (f"paused: skin  |  frame {status['frame']}  |  keyframes {status['keyframes']}  |  "
                         f"{status['fps']:.1f} fps")
         with Image.open(io.BytesIO((tmp_path / "output" / status["frame_file"]).read_bytes())) as ring:
             expected = np.asarray(ring.convert("RGB").resize((320, 320), Image.Resampling.BILINEAR))[40:220]

@@ -36,11 +36,13 @@ class Site:
         self.shots = Path(os.environ.get("REVERIE_SCREENSHOTS", root))
         self.shots.mkdir(parents=True, exist_ok=True)
 
-    def show(self, index: int, *, fps: float, state: str = "live", prompt: str = "a quiet lake at dawn") -> None:
+    def show(self, index: int, *, fps: float, state: str = "live", prompt: str = "a quiet lake at dawn",
+             pause_reason: str = "") -> None:
         frame = np.zeros((64, 64, 3), np.uint8) + np.array(COLORS[index % len(COLORS)], np.uint8)
         ring = self.frames.write(frame, index)
         self.status.write(new_status(state=state, frame=index, frame_file=ring, fps=fps, target_fps=fps,
-                                     keyframes=index // 2, prompt=prompt, comfyui="connected"))
+                                     keyframes=index // 2, prompt=prompt, comfyui="connected",
+                                     pause_reason=pause_reason))
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +105,8 @@ def test_slow_frames_crossfade_and_fast_ones_cut(browser: Browser, site: Site) -
     middle = center(browser, site.shots / "web_midfade.png")
     assert not close_to(middle, COLORS[0]) and not close_to(middle, COLORS[1]), f"no blend: {middle}"
     browser.wait_for("window.reverieState.fades >= 2")
-    browser.wait_for(f"(() => {{ const s = getComputedStyle(document.querySelectorAll('img.front')[0]); "
-                     f"return document.querySelectorAll('img.front').length === 1 && s.opacity === '1'; }})()", timeout=8)
+    browser.wait_for("(() => { const s = getComputedStyle(document.querySelectorAll('img.front')[0]); "
+                     "return document.querySelectorAll('img.front').length === 1 && s.opacity === '1'; })()", timeout=8)
     assert close_to(center(browser, site.shots / "web_afterfade.png"), COLORS[1])
     fades = browser.evaluate("window.reverieState.fades")
     site.show(2, fps=10.0)
@@ -118,6 +120,16 @@ def test_states_read_as_words(browser: Browser, site: Site) -> None:
     browser.navigate(site.page + "?poll=50")
     text = browser.wait_for("(t => t.startsWith('waiting') && t)(document.getElementById('status').textContent)")
     assert text == "waiting for ComfyUI  |  frame 5  |  keyframes 2  |  0.0 fps"
+
+
+def test_a_pause_with_a_reason_reads_paused_colon_reason(browser: Browser, site: Site) -> None:
+    site.show(6, fps=10.0, state="paused", pause_reason="full screen </b> game")
+    browser.navigate(site.page + "?poll=50")
+    text = browser.wait_for("(t => t.startsWith('paused') && t)(document.getElementById('status').textContent)")
+    assert text == "paused: full screen </b> game  |  frame 6  |  keyframes 3  |  10.0 fps"
+    site.show(7, fps=10.0, state="paused")  # no reason: the plain word
+    browser.wait_for("window.reverieState.shown === 7")
+    assert browser.evaluate("document.getElementById('status').textContent").startswith("paused  |  frame 7")
 
 
 def test_without_status_js_the_page_says_the_daemon_is_not_running(browser: Browser, site: Site) -> None:
