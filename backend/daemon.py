@@ -14,15 +14,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from backend.assembly import UserError, build_encoder, build_source, needs_vae, schedule_settings, seed_policy
+from backend.assembly import UserError, needs_vae, schedule_settings, seed_policy
 from backend.config import Config, ConfigWatcher
 from backend.control import ControlFile, locate_control_file
 from backend.frame_writer import FrameWriter
 from backend.frames import Keyframe, KeyframeSourceError
 from backend.keyframes import ComfyUISource
 from backend.pacing import Clock, MonotonicClock
+from backend.parts import Parts, build_parts
 from backend.pause import Pause
 from backend.screen import FrameListener, Screen, worth_logging
 from backend.shutdown import Shutdown
@@ -31,10 +32,11 @@ from backend.status_report import StatusReport
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
     from backend.comfyui.client import ComfyClient
+    from backend.folder_source import FolderSource
     from backend.interpolation.hybrid_generator import HybridGenerator
-    from backend.interpolation.keyframe_worker import KeyframeSource
     from backend.interpolation.latent_encoder import LatentEncoder
 
 log = logging.getLogger(__name__)
@@ -46,18 +48,6 @@ class Dream(Protocol):
     def observe(self, keyframe: Keyframe, latent: np.ndarray) -> object: ...
 
     def status_fields(self) -> dict: ...
-
-
-class Parts(NamedTuple):
-    source: KeyframeSource
-    client: ComfyClient | None
-    encoder: LatentEncoder | None
-
-
-def build_parts(config: Config) -> Parts:
-    """The keyframe source, its ComfyUI client (None for a folder) and the VAE (None: not needed)."""
-    source, client = build_source(config)
-    return Parts(source, client, build_encoder(config))
 
 
 def _is_vae_numerics(exc: BaseException) -> bool:
@@ -74,24 +64,31 @@ class Daemon:
         self.clock: Clock = clock or MonotonicClock()
         self.overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
         # The command line's overrides stay in force across config edits (not reported as restarts).
-        self.watcher = ConfigWatcher(config_path, config, overrides=self.overrides)
+        self.watcher = ConfigWatcher(config_path, config, overrides=self.overrides, clock=self.clock)
         control_path = locate_control_file(config.control.file)
         self.control = ControlFile(control_path) if control_path else None
         if self.control is not None:
             self.control.poll()  # the baseline: clicks made while the VAE loads are applied, not swallowed
         display = config.display
-        self.writer = FrameWriter(display.output_dir, png_compression=display.png_compression,
-                                  ring_size=display.ring_size, history_keep=display.history_keep)
         self.status_writer = StatusWriter(display.output_dir)
-        self.screen = Screen(self.writer, self.clock)
+        self.screen = Screen(FrameWriter(display.output_dir, png_compression=display.png_compression,
+                                         ring_size=display.ring_size, history_keep=display.history_keep), self.clock)
         self.pause = Pause(self.clock)
         self.report = StatusReport(self)
         self.last_error = ""                        # this loop's problem of the moment (frame, VAE memory)
         self.out_of_memory = 0                      # VAE calls that found no GPU memory
-        self.source: KeyframeSource | None = None
+        self.source: ComfyUISource | FolderSource | None = None
         self.client: ComfyClient | None = None
         self.encoder: LatentEncoder | None = None
         self.gen: HybridGenerator | None = None
+
+    @property
+    def writer(self) -> FrameWriter:
+        return self.screen.writer
+
+    @writer.setter
+    def writer(self, writer: FrameWriter) -> None:  # a seam: tests and the soak swap in a faulty disk
+        self.screen.writer = writer
 
     def add_frame_listener(self, listener: FrameListener) -> None:
         """`listener(pixels [H, W, 3] uint8, index)` after each frame written (contract I5)."""
@@ -127,7 +124,7 @@ class Daemon:
         log.info("stopped after %d frames written (%s)", self.screen.written, self.shutdown.reason or "done")
         return 0
 
-    def _observe(self, keyframe: Keyframe, latent: object) -> None:
+    def _observe(self, keyframe: Keyframe, latent: torch.Tensor) -> None:
         self.dream.observe(keyframe, latent[0].float().cpu().numpy())  # [1, C, h, w] -> [C, h, w]
 
     def _fail(self, message: str) -> None:
