@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from PIL import Image, UnidentifiedImageError
 
 from backend.config import Config
-from backend.images import fit_cover
+from backend.images import load_fitted
 from backend.folder_source import FolderSource
 from backend.frames import KeyframeSourceError
 from backend.keyframes import ComfyUISource, SeedPolicy
@@ -85,8 +85,7 @@ def load_start_image(path: Path | None, resolution: tuple[int, int]) -> Image.Im
     if path is None:
         return None
     try:
-        with Image.open(path) as image:
-            return fit_cover(image, resolution)
+        return load_fitted(path, resolution)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"The start image {path} cannot be read ({exc}); fix keyframes.start_image.") from None
 
@@ -98,12 +97,12 @@ def seed_policy(config: Config) -> SeedPolicy:
 def build_source(config: Config) -> tuple[Any, Any]:
     """(keyframe source, ComfyClient or None). Checks the workflow against ComfyUI when it is up."""
     keyframes, resolution = config.keyframes, tuple(config.generation.resolution)
+    start_image = load_start_image(keyframes.start_image, resolution)  # K_0 for either source
     if keyframes.source == "folder":
         try:
-            return FolderSource(keyframes.folder, resolution), None
+            return FolderSource(keyframes.folder, resolution, start_image=start_image), None
         except KeyframeSourceError as exc:
             raise UserError(str(exc)) from None
-    start_image = load_start_image(keyframes.start_image, resolution)
     from backend.comfyui.client import ComfyClient, discover
     from backend.comfyui.discovery import LIKELY_PORTS
     from backend.comfyui.keyframe import KeyframeGenerator

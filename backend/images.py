@@ -2,13 +2,52 @@
 
 Pure PIL (no torch), shared by the keyframe sources and the frame schedule, so that every
 keyframe reaches the VAE at exactly `(width, height)` whatever size ComfyUI or a folder gave.
+`load_fitted` reads a file the cheap way: JPEGs decode at a reduced scale (`draft`), other
+formats are box-reduced before any conversion, and pictures whose decoded size is over
+`max_pixels` are refused with `ImageTooLarge` before their pixels are read.
 """
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 from PIL import Image
 
 from backend.comfyui.images import to_rgb
+
+
+# Decoded pixels above which a picture is refused: decoding and converting one costs memory and
+# time in proportion, on every cycle of a folder; a bigger photo fits the window as well once shrunk.
+MAX_PIXELS = 50_000_000
+
+
+class ImageTooLarge(ValueError):
+    """A picture whose decoded size is over the pixel cap; the message says its size and what to do."""
+
+
+def load_fitted(path: str | Path, size: tuple[int, int], max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """An image file -> RGB image of exactly `size`, reading no more pixels than the fit needs.
+
+    Raises OSError / PIL's UnidentifiedImageError / DecompressionBombError for unreadable files and
+    ImageTooLarge above `max_pixels` decoded pixels (after a JPEG's reduced-scale decode)."""
+    with Image.open(path) as image:
+        width, height = size
+        scale = max(width / image.width, height / image.height)
+        cover = (max(1, math.ceil(image.width * scale)), max(1, math.ceil(image.height * scale)))
+        if image.format == "JPEG":
+            image.draft("RGB", cover)  # decodes at 1/2, 1/4 or 1/8 scale, never below `cover`
+        if image.width * image.height > max_pixels:
+            raise ImageTooLarge(f"{image.width}x{image.height} pixels is over the {max_pixels // 1_000_000} megapixel "
+                                f"limit; save a smaller copy (the window shows {width}x{height})")
+        image.load()
+        factor = min(image.width // cover[0], image.height // cover[1])
+        if factor >= 2:
+            try:
+                image = image.reduce(factor)  # box average: cheap, and the size stays >= cover
+            except ValueError:  # a mode reduce() does not handle: fit_cover resizes it directly
+                pass
+        return fit_cover(image, size)
 
 
 def fit_cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
