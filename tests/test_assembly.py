@@ -118,3 +118,17 @@ def test_workflow_vae_names_the_file_of_a_vaeloader_in_the_workflow(tmp_path):
     (tmp_path / "wf.json").write_text(json.dumps(graph))
     config = parse_config({"comfyui": {"workflow": "wf.json"}}, base_dir=tmp_path)
     assert workflow_vae(config) == ("v1-5-pruned-emaonly.safetensors", "vae-ft-mse-840000.safetensors")
+
+
+def test_schedule_settings_carry_every_schedule_value_of_the_config():
+    from backend.assembly import schedule_settings
+
+    config = parse_config({
+        "generation": {"mode": "img2img", "resolution": [320, 192], "hybrid": {
+            "interpolation_frames": 7, "use_vae_interpolation": False, "interpolation_method": "linear",
+            "easing": "cosine"}},
+        "display": {"fps": 3.5, "show_raw_keyframes": True}, "vae": {"max_batch": 5}})
+    settings = schedule_settings(config)
+    assert (settings.resolution, settings.mode, settings.interpolation_frames) == ((320, 192), "img2img", 7)
+    assert (settings.use_vae_interpolation, settings.interpolation_method, settings.easing) == (False, "linear", "cosine")
+    assert (settings.show_raw_keyframes, settings.fps, settings.max_batch) == (True, 3.5, 5)
