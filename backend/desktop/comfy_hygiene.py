@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Iterable
 
 CORE_PREFIXES = ("comfy_extras.", "comfy_api_nodes.", "comfy.")  # and "nodes" itself
+# ComfyUI ships these in its own custom_nodes/ folder: its code, though tagged like a custom pack's
+BUNDLED_PACKS = frozenset({"websocket_image_save"})
 INPUT_FILES_WARN = 1000
 
 
@@ -22,7 +24,8 @@ def custom_nodes(class_types: Iterable[str], object_info: dict) -> list[tuple[st
         module = str((object_info.get(name) or {}).get("python_module") or "nodes")
         if module != "nodes" and not module.startswith(CORE_PREFIXES):
             pack = module.split(".", 1)[1] if module.startswith("custom_nodes.") else module
-            found.append((name, pack))
+            if pack not in BUNDLED_PACKS:
+                found.append((name, pack))
     return found
 
 

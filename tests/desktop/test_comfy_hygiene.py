@@ -21,6 +21,12 @@ def test_only_nodes_from_custom_packs_are_listed_with_their_pack():
         ("FaceDetailer", "ComfyUI-Impact-Pack"), ("WAS_Image_Blur", "was-node-suite-comfyui")]
 
 
+def test_the_websocket_save_node_comfyui_ships_in_its_custom_nodes_folder_is_not_custom():
+    schemas = info()
+    schemas["SaveImageWebsocket"] = {**schemas["SaveImage"], "python_module": "custom_nodes.websocket_image_save"}
+    assert custom_nodes({"SaveImageWebsocket", "LoadImage"}, schemas) == []
+
+
 def test_a_core_only_workflow_on_a_tidy_server_gives_no_notes():
     assert hygiene_notes({"LoadImage", "KSampler", "ImageInvert"}, info()) == []
 
