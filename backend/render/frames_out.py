@@ -24,12 +24,12 @@ class FrameSink:
     """``put(index, image)`` in increasing index order; ``close()`` leaves every file complete."""
 
     def __init__(self, *, video: Path | None, png_dir: Path | None, fps: float, size: tuple[int, int],
-                 crf: int = 18):
+                 crf: int = 18, codec: str = "libx264"):
         self.png_dir, self.size = png_dir, size
         if png_dir is not None:
             png_dir.mkdir(parents=True, exist_ok=True)
         # a first frame at the wrong size would fix the video's size: frames are resized to `size`
-        self.video = VideoWriter(video, fps, crf=crf) if video is not None else None
+        self.video = VideoWriter(video, fps, crf=crf, codec=codec) if video is not None else None
         self.written = 0
 
     def existing(self, count: int) -> set[int]:

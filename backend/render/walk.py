@@ -16,7 +16,7 @@ from backend.render.families import Family
 from backend.render.graphs import Sampling, frame_graph
 from backend.render.latent_file import latent_bytes, start_latent
 from backend.render.noise import latent_shape, walk_noise
-from backend.render.upload import upload_latent
+from backend.render.transfer import upload_latent
 
 
 class WalkError(ValueError):

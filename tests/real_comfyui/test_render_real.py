@@ -20,7 +20,7 @@ from backend.render.families import FAMILIES
 from backend.render.graphs import Sampling, frame_graph, seed_graph
 from backend.render.latent_file import latent_bytes, start_latent
 from backend.render.noise import latent_shape, seed_noise, walk_noise
-from backend.render.upload import upload_latent
+from backend.render.transfer import upload_latent
 from tests.render.sd15_checkpoint import write_checkpoint
 
 pytestmark = pytest.mark.real_comfyui
@@ -113,3 +113,22 @@ def test_sixteen_frame_walk_changes_smoothly_between_the_seeds(client, server, r
           f"first-to-last {ends:.4f}")
     assert steps.max() < ends, "no single step may jump as far as the whole walk"
     assert steps.max() < 3 * steps.mean()
+
+
+def test_render_command_writes_a_sixteen_frame_mp4_that_pyav_reads_back(server, tmp_path, capsys):
+    from backend.render.cli import main
+    from backend.render.video import read_frames
+
+    video = tmp_path / "walk.mp4"
+    (tmp_path / "defaults.yaml").write_text("{}\n")
+    code = main(["--seeds", "11", "22", "--frames", "16", "--resolution", "64x64", "--steps", "4",
+                 "--sampler", "euler", "--scheduler", "normal", "--checkpoint", CHECKPOINT, "--url", server.url,
+                 "--prompt", "a quiet lake at dawn", "--negative", "blurry", "--fps", "8",
+                 "--output", str(video), "--quiet", "--config", str(tmp_path / "defaults.yaml")])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    frames = read_frames(video)
+    assert len(frames) == 16 and all(f.shape == (64, 64, 3) for f in frames)
+    pngs = sorted((tmp_path / "walk_frames").glob("frame_*.png"))
+    assert len(pngs) == 16
+    assert "16 of 16 frames" in printed.out
