@@ -1,0 +1,56 @@
+"""A pause rule on the fake platform drives the real daemon (in-process, fake ComfyUI) through
+contract I6: the rule fires -> status "paused" with the rule's reason, OUR running ComfyUI job is
+interrupted, /free is posted; the condition clears -> still paused after one clear check ->
+resumed after the second, frames flow again. The test calls `rules.sync(daemon.set_paused)`
+itself, on a fake clock, exactly as the daemon's loop is to call it once per pass."""
+
+from __future__ import annotations
+
+import time
+
+from backend.desktop.platform import FakePlatform
+from backend.desktop.rules import PauseRules, PauseSettings
+from tests.reliability.conftest import DaemonRun, one_torch_thread, read_status, tiny_vae, wait_until, write_config  # noqa: F401
+
+
+def test_a_game_starting_pauses_the_daemon_interrupts_our_job_and_its_end_resumes_it_after_two_checks(tmp_path, tiny_vae):  # noqa: F811
+    from tests.fake_comfyui import FakeComfyUI
+
+    platform = FakePlatform(process_names={"explorer.exe"})
+    now = [0.0]
+    rules = PauseRules(PauseSettings(processes=("game.exe",), check_every=2.0), platform, clock=lambda: now[0])
+
+    def tick() -> str:
+        now[0] += 2.0
+        return rules.sync(run.daemon.set_paused)
+
+    with FakeComfyUI(latency=0.05) as fake:
+        config = write_config(tmp_path, tiny_vae, fake.url, display={"fps": 20, "history_keep": 0})
+        run = DaemonRun(config).start()
+        try:
+            wait_until(lambda: (read_status(tmp_path) or {}).get("frame", -1) >= 3, timeout=90, check=run.check)
+            assert tick() == ""
+            fake.latency = 30.0                          # the next keyframe job runs long...
+            wait_until(lambda: fake.running is not None, timeout=30, what="a job of ours running", check=run.check)
+
+            platform.answers["process_names"] = {"explorer.exe", "Game.exe"}   # ...and the game starts
+            assert tick() == "game.exe running"
+            status = wait_until(lambda: (s := read_status(tmp_path)) and s.get("state") == "paused" and s,
+                                timeout=10, what="status paused", check=run.check)
+            assert status["pause_reason"] == "game.exe running"
+            wait_until(lambda: fake.interrupt_requested, timeout=10, what="our job interrupted", check=run.check)
+            wait_until(lambda: fake.free_calls, timeout=10, what="POST /free", check=run.check)
+            assert fake.free_calls[0] == {"unload_models": True, "free_memory": True}
+            fake.latency = 0.05
+
+            platform.answers["process_names"] = {"explorer.exe"}               # the game ends
+            assert tick() == "game.exe running"                               # one clear check: held
+            time.sleep(0.5)
+            assert read_status(tmp_path)["state"] == "paused" and run.daemon.pause.wanted
+            frame = read_status(tmp_path)["frame"]
+            assert tick() == ""                                               # the second: resumed
+            wait_until(lambda: read_status(tmp_path).get("frame", -1) > frame + 3, timeout=60,
+                       what="frames after the resume", check=run.check)
+            assert read_status(tmp_path)["pause_reason"] == ""
+        finally:
+            assert run.stop() == 0
