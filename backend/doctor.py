@@ -126,6 +126,9 @@ def run_checks(config: Config, config_path: Path) -> int:
     report = Report()
     logging.getLogger("backend").setLevel(logging.ERROR)  # the report says it all, once
     report.ok(f"config {Path(config_path).absolute()} is valid")
+    from backend.config_checks import writable_problems
+    for problem in writable_problems(config.display.output_dir, config.logging.file):
+        report.fail(problem)
     check_torch(report)
     if config.keyframes.source == "comfyui":
         check_comfyui(report, config)

@@ -64,3 +64,20 @@ def test_check_names_the_checkpoint_the_workflow_uses_as_the_vae_source(configur
     out = capsys.readouterr().out
     assert report.failed == 0 and f"checkpoints/{used} (the VAE of checkpoint {used}" in out.replace("\\", "/")
     assert "a_first" not in out
+
+
+def test_check_fails_on_an_output_folder_it_cannot_write(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from backend.config import parse_config
+    from backend.doctor import run_checks
+
+    monkeypatch.setattr("shutil.which", lambda name: None)  # no NVIDIA GPU: the torch line only warns
+    (tmp_path / "taken").write_text("a file")
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "a.png")
+    config = parse_config({"display": {"output_dir": "taken/out"}, "logging": {"file": None},
+                           "generation": {"hybrid": {"use_vae_interpolation": False}},
+                           "keyframes": {"source": "folder", "folder": "imgs"}}, base_dir=tmp_path)
+    assert run_checks(config, tmp_path / "config.yaml") == 1
+    assert "[FAIL] display.output_dir: cannot write to" in capsys.readouterr().out
