@@ -56,6 +56,8 @@ class VideoWriter:
         self._settings = {"crf": str(crf), "preset": "medium"} if codec == "libx264" else {}
         self._codec = codec
         try:
+            # FFmpeg opens the file only when the first packet arrives: find out now instead
+            self.path.open("wb").close()
             # the format is named, not guessed from the suffix: the recorder writes "*.mp4.part"
             self._container = av.open(str(self.path), mode="w", format=container_format,
                                       options={"movflags": "+faststart"})
