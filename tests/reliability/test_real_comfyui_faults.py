@@ -10,6 +10,7 @@ keyframes that no segment was skipped (a skip repeats K_{s-1}) or repeated.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,64 @@ def test_real_comfyui_missing_checkpoint_exits_2_naming_what_it_has(tmp_path, ti
     assert daemon.returncode == 2
     assert "nope.safetensors" in stderr and PLACEHOLDER_CHECKPOINT in stderr and "Traceback" not in stderr
     assert not (tmp_path / "out" / "current_frame.png").exists()
+
+
+def kill_during_a_job(server: RealComfyUI, within: float = 30.0) -> bool:
+    """SIGKILL the server the moment /queue shows a job running (True), or at `within` s (False)."""
+    import requests
+
+    deadline = time.monotonic() + within
+    with requests.Session() as http:
+        http.trust_env = False
+        while time.monotonic() < deadline:
+            try:
+                if http.get(server.url + "/queue", timeout=2).json().get("queue_running"):
+                    server.kill()
+                    return True
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.005)
+    server.kill()
+    return False
+
+
+def test_real_comfyui_killed_mid_job_for_20_s_is_shown_at_once_and_the_job_made_again_with_its_seed(
+        tmp_path, tiny_vae, real, log_records):
+    """Issue 11's scenario on the real server: down ~20 s (kill, wait, then the 11-15 s start)."""
+    server = running(real)
+    run = DaemonRun(invert_config(tmp_path, tiny_vae, server.url)).start()
+    seeds: list[int] = []
+    try:
+        wait_until(lambda: run.daemon.source is not None, timeout=60, what="the source", check=run.check)
+        generator = run.daemon.source.generator
+        make = generator.generate_keyframe
+
+        def recording(*args, **kwargs):
+            keyframe = make(*args, **kwargs)
+            seeds.append(keyframe.seed)
+            return keyframe
+
+        generator.generate_keyframe = recording
+        wait_until(lambda: (read_status(tmp_path) or {}).get("keyframes", 0) >= 3, timeout=120,
+                   what="keyframes from the real server", check=run.check)
+        mid_job = kill_during_a_job(server)
+        killed_at = time.monotonic()
+        down = wait_until(lambda: (s := read_status(tmp_path) or {}).get("comfyui") == "unavailable" and s,
+                          timeout=8, what="unavailable while the server is dead", check=run.check)
+        print(f"killed {'mid-job' if mid_job else 'between jobs'}; status said unavailable "
+              f"{time.monotonic() - killed_at:.2f} s later")
+        time.sleep(max(0.0, killed_at + 8 - time.monotonic()))   # + the real server's 11-15 s start
+        server.start()
+        print(f"the server answered again {time.monotonic() - killed_at:.1f} s after the kill")
+        back = wait_until(lambda: (s := read_status(tmp_path) or {}).get("segment", 0) >= down["segment"] + 3
+                          and s.get("comfyui") == "connected" and s, timeout=180,
+                          what="three more segments after the restart", check=run.check)
+        assert back["last_error"] == ""
+    finally:
+        assert run.stop() == 0
+    text = log_text(log_records)
+    assert "retrying with a new seed" not in text and "skipping it" not in text
+    assert len(seeds) >= 3 and seeds == list(range(seeds[0], seeds[0] + len(seeds))), seeds
+    keys = [k.astype(int) for k in keyframe_images(tmp_path / "out")]
+    for s in range(1, len(keys)):
+        assert np.abs(keys[s] + keys[s - 1] - 255).max() <= 1, f"keyframe {s} is not the inversion of {s - 1}"
