@@ -3,6 +3,7 @@ in-process: applied within about a second whatever the fps, and never swallowed 
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -164,3 +165,32 @@ def test_an_fps_edit_made_while_a_frame_waits_sets_the_new_cadence_at_once(tmp_p
         assert time.monotonic() - edited < 4.0
     finally:
         assert run.stop() == 0
+
+
+def test_garbage_counts_in_the_control_file_are_ignored_and_a_real_click_still_works(tmp_path, tiny_vae, log_records):
+    """1e400 and inf once crashed the daemon (OverflowError); a negative count and then a file
+    without the key read as five clicks and paused it. Now each is one log line and nothing done."""
+    control = control_file(tmp_path)
+    template = control.read_text()
+    config = folder_config(tmp_path, tiny_vae, display={"fps": 10, "history_keep": 0})
+    run = DaemonRun(config).start()
+    try:
+        wait_until(lambda: (read_status(tmp_path) or {}).get("frame", -1) >= 1, timeout=60, check=run.check)
+        time.sleep(0.3)  # the baseline read
+        for key, value in (("Pause", "1e400"), ("Pause", "inf"), ("Pause", "-5"), ("Pause", None), ("Quit", "1e400")):
+            line = "" if value is None else f"{key}Count={value}\n"
+            control.write_text(re.sub(f"(?m)^{key}Count=0\n", line, template))
+            time.sleep(0.5)  # settled and polled
+            run.check()
+            assert read_status(tmp_path)["state"] == "live"
+        frame = read_status(tmp_path)["frame"]
+        wait_until(lambda: read_status(tmp_path)["frame"] > frame + 2, timeout=30, what="frames go on", check=run.check)
+        control.write_text(template)  # a reinstalled skin: good counts again, a new baseline
+        time.sleep(0.5)
+        Skin(control).click("pause")
+        wait_until(lambda: (read_status(tmp_path) or {}).get("state") == "paused", timeout=10,
+                   what="status paused", check=run.check)
+    finally:
+        assert run.stop() == 0
+    ignored = [r for r in log_records if r.name == "backend.control" and "not click counts" in r.getMessage()]
+    assert 1 <= len(ignored) <= 5

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.fake_comfyui import FakeComfyUI
-from tests.reliability.conftest import (DaemonRun, log_text, read_status, start_daemon, wait_until,
+from tests.reliability.conftest import (DaemonRun, log_text, read_status, run_cli, start_daemon, wait_until,
                                         write_config)
 from tests.reliability.test_bad_input import png_claiming
 
@@ -239,9 +239,72 @@ def test_an_explicitly_configured_comfyui_that_is_down_at_start_is_not_replaced_
     from backend.config import load_config
 
     configured = f"http://127.0.0.1:{_free_port_in(9100, 9200)}"
-    with FakeComfyUI(port=_free_port_in(8000, 8100)) as stranger:
+    with FakeComfyUI(port=_free_port_in(8000, 8100)):
         config = load_config(write_config(tmp_path, tiny_vae, configured,
                                           comfyui={"url": configured, "request_timeout": 1}))
         source, client = build_source(config)
         source.close()
         assert client.url == configured
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows file names are UTF-16: none is undecodable there")
+def test_a_corrupt_image_with_a_non_utf8_name_is_skipped_and_reported_without_a_crash(tmp_path, tiny_vae):
+    """Folder mode over an image that cannot be read and whose name is not UTF-8 (Latin-1 bytes, a
+    control character): the run goes on to --max-frames, status and log carry the name escaped,
+    and no handler prints a logging traceback."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((64, 64, 3), 60 + 100 * i, np.uint8)).save(images / f"{i}.png")
+    corrupt = os.path.join(os.fsencode(images), b"1a caf\xe9\x1b[31m.png")  # sorts between 0.png and 1.png
+    with open(corrupt, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n but not a picture")
+    write_config(tmp_path, tiny_vae, keyframes={"source": "folder", "folder": "images"},
+                 display={"history_keep": 0})
+    done = run_cli(tmp_path, "--config", "config.yaml", "--max-frames", "12")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Logging error" not in done.stderr and "UnicodeEncodeError" not in done.stderr
+    assert read_status(tmp_path)["state"] == "stopped"
+    txt = (tmp_path / "out" / "status.txt").read_text(encoding="utf-8")
+    assert txt.startswith("state=stopped\n")
+    log = (tmp_path / "out" / "reverie.log").read_text(encoding="utf-8")
+    assert "Logging error" not in log and "caf\\xe9\\x1b[31m.png" in log
+    assert "\x1b" not in log
+
+
+def test_a_hostile_text_in_every_status_field_never_stops_the_status_writer(tmp_path):
+    """The writer's contract end to end: whatever str arrives (surrogates, controls, huge), the
+    three files are written, parse, and say the same."""
+    import json
+
+    from backend.status import STATUS_KEYS, StatusWriter, new_status
+
+    nasty = "\udce9\ud800\x00\x1b[2J\n\u2028</script>" + "y" * 50_000
+    writer = StatusWriter(tmp_path)
+    writer.write(new_status(state="live", prompt=nasty, last_error=nasty, pause_reason=nasty, frame_file=nasty,
+                            comfyui_server=nasty, config_problem=nasty, quality={nasty: 1.0}))
+    data = json.loads((tmp_path / "status.json").read_text(encoding="utf-8"))
+    js = (tmp_path / "status.js").read_text(encoding="utf-8")
+    assert json.loads(js[len("window.REVERIE_STATUS = "):-2]) == data
+    lines = (tmp_path / "status.txt").read_text(encoding="utf-8").splitlines()
+    assert [line.split("=", 1)[0] for line in lines] == [*STATUS_KEYS, "comfyui_server", "config_problem"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_a_running_daemon_writes_its_output_with_the_permissions_of_the_umask(tmp_path, tiny_vae, umask, mode):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((64, 64, 3), 60 + 100 * i, np.uint8)).save(images / f"{i}.png")
+    write_config(tmp_path, tiny_vae, keyframes={"source": "folder", "folder": "images"}, display={"history_keep": 3})
+    previous = os.umask(umask)  # inherited by the daemon process
+    try:
+        done = run_cli(tmp_path, "--config", "config.yaml", "--max-frames", "6")
+    finally:
+        os.umask(previous)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "out"
+    files = [out / name for name in ("current_frame.png", "status.txt", "status.json", "status.js")]
+    files += sorted((out / "frames").iterdir()) + sorted((out / "history").iterdir()) + sorted((out / "keyframes").iterdir())
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(mode) for p in files}
