@@ -18,7 +18,8 @@ Every key of STATUS_KEYS is always present (build the dict with `new_status(**fi
 
 Optional keys, present only when given (OPTIONAL_KEYS, with their types):
 
-    quality          dict, metric name -> number (None where not finite); json/js only
+    quality          dict, the dream's metrics: a JSON-like tree (str keys; numbers, str, bool, None,
+                     lists, dicts; non-finite numbers become None); json/js only
     comfyui_server   str, the ComfyUI address in use        config_problem  str, why a config edit was ignored
 
 Every string (values and keys) is made safe to write before any file is: lone surrogates (from
@@ -100,7 +101,7 @@ def new_status(**fields: Any) -> dict[str, Any]:
 
 def validate_status(status: dict[str, Any]) -> list[str]:
     """Problems with a status dict: missing keys, out-of-vocabulary states, optional keys of the
-    wrong type (quality must map names to numbers). [] if fine."""
+    wrong type (quality must be a JSON-like tree). [] if fine."""
     problems = [f"missing key: {k}" for k in STATUS_KEYS if k not in status]
     for key, allowed in (("state", STATES), ("frame_kind", FRAME_KINDS), ("comfyui", COMFYUI_STATES)):
         if key in status and status[key] not in allowed:
@@ -112,12 +113,25 @@ def validate_status(status: dict[str, Any]) -> list[str]:
             problems.append(f"{key} must be a {kind.__name__}, got {type(status[key]).__name__}")
     quality = status.get("quality")
     if isinstance(quality, dict):
-        bad = [str(name) for name, value in quality.items()
-               if not isinstance(name, str) or isinstance(value, bool)
-               or not (value is None or isinstance(value, numbers.Real))]
-        if bad:
-            problems.append(f"quality must map metric names to numbers; not numbers: {', '.join(sorted(bad))}")
+        problems += [f"quality{where} {problem}" for where, problem in _plain_tree_problems(quality)]
     return problems
+
+
+def _plain_tree_problems(value: Any, where: str = "", depth: int = 0) -> list[tuple[str, str]]:
+    """(path, problem) for anything in `value` that is not a JSON-like tree: str-keyed dicts, lists,
+    numbers, str, bool, None, at most 8 levels deep."""
+    if value is None or isinstance(value, (str, bool, numbers.Real)):
+        return []
+    if depth >= 8:
+        return [(where, "is nested more than 8 levels deep")]
+    if isinstance(value, dict):
+        found = [(f"{where}[{key!r}]", "has a key that is not a str") for key in value if not isinstance(key, str)]
+        for key, item in value.items():
+            found += _plain_tree_problems(item, f"{where}[{key!r}]", depth + 1)
+        return found
+    if isinstance(value, (list, tuple)):
+        return [p for i, item in enumerate(value) for p in _plain_tree_problems(item, f"{where}[{i}]", depth + 1)]
+    return [(where, f"is a {type(value).__name__}, not a number, str, bool, None, list or dict")]
 
 
 def _plain(value: Any, output_dir: Path | None) -> Any:

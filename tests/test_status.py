@@ -171,8 +171,9 @@ def test_optional_fields_are_absent_unless_given(tmp_path):
 
 @pytest.mark.parametrize("fields, message", [
     ({"quality": [1, 2]}, "quality must be a dict"),
-    ({"quality": {"sharpness": "high"}}, "not numbers: sharpness"),
-    ({"quality": {"ok": True}}, "not numbers: ok"),
+    ({"quality": {"metrics": {"sharpness": object()}}}, "quality['metrics']['sharpness'] is a object"),
+    ({"quality": {"events": {3: 1}}}, "quality['events'][3] has a key that is not a str"),
+    ({"quality": {"deep": [[[[[[[[[1]]]]]]]]]}}, "nested more than 8 levels"),
     ({"pause_reason": None}, "pause_reason must be a str"),
     ({"comfyui_server": 8188}, "comfyui_server must be a str"),
     ({"config_problem": ["a"]}, "config_problem must be a str"),
@@ -181,6 +182,15 @@ def test_optional_fields_are_absent_unless_given(tmp_path):
 def test_validation_names_optional_fields_of_the_wrong_type(fields, message):
     problems = validate_status(new_status(**fields))
     assert any(message in p for p in problems), problems
+
+
+def test_the_dreams_nested_quality_tree_is_valid_and_written_whole(tmp_path):
+    quality = {"control": "grounded", "keyframes": 12, "anchor_age": 3, "metrics": {"sharpness": 0.41, "contrast": None},
+               "novelty": np.float64(0.2), "deviation": {"sharpness": -0.1}, "events": {"anchor": 1, "collapse": 0},
+               "last_event": "", "cost_ms": {"observe": 1.25}, "flags": [True, False]}
+    assert validate_status(new_status(quality=quality)) == []
+    data, _, js = written(tmp_path, quality=quality)
+    assert data["quality"] == js["quality"] == {**quality, "novelty": 0.2}
 
 
 def test_comfyui_starting_is_a_valid_state():
