@@ -357,7 +357,8 @@ def test_a_failed_job_is_reported_without_waiting_for_lagging_frames(fake, clien
 def test_interrupt_drops_our_pending_prompt_and_leaves_the_running_one_alone(fake, client, picture):
     ref = client.upload_image(picture, "in.png")
     fake.latency = 1.0
-    http = client._http
+    http = requests.Session()
+    http.trust_env = False
     running = http.post(fake.url + "/prompt", json={"prompt": invert_graph(ref)}).json()["prompt_id"]
     deadline = time.monotonic() + 5
     while client.queue_ids()[0] != [running]:
@@ -372,6 +373,7 @@ def test_interrupt_drops_our_pending_prompt_and_leaves_the_running_one_alone(fak
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert fake.history[running]["status"]["status_str"] == "success" and ours not in fake.history
+    http.close()
 
 
 def test_a_rejection_echoing_a_node_class_with_a_lone_surrogate_and_a_newline_is_safe_to_log(client):
