@@ -14,15 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from PIL import Image
-
 from backend.frames import Keyframe
 
 log = logging.getLogger(__name__)
 
 
 class KeyframeSource(Protocol):
-    """Anything that makes the next keyframe from the previous one's image.
+    """Anything that makes the next keyframe from the previous one.
 
     `next_keyframe(previous)` returns a `frames.Keyframe` (image: PIL RGB, any size; `seconds`
     its generation time; `generated` False for a loaded image, so it does not count as
@@ -32,7 +30,7 @@ class KeyframeSource(Protocol):
     the schedule must not mistake for a slow keyframe).
     """
 
-    def next_keyframe(self, previous: Image.Image | None) -> Keyframe | None: ...
+    def next_keyframe(self, previous: Keyframe | None) -> Keyframe | None: ...
 
 
 class LatencyEstimate:
@@ -140,7 +138,7 @@ class KeyframeWorker:
         return not self.alive
 
     def _run(self) -> None:
-        previous: Image.Image | None = None
+        previous: Keyframe | None = None
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._stopping or (
@@ -165,7 +163,7 @@ class KeyframeWorker:
                 with self._cond:
                     self._since, self._working = None, False
                 return
-            previous = keyframe.image
+            previous = keyframe
             if keyframe.generated:
                 self.latency.add(keyframe.seconds or self._clock() - started)
             with self._cond:

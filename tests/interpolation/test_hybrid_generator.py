@@ -180,12 +180,13 @@ def test_worker_runs_exactly_one_keyframe_ahead(closing):
     assert [p is None for p in source.previous] == [True, False, False, False]
 
 
-def test_worker_feeds_each_keyframe_the_previous_keyframe_image(closing):
+def test_worker_feeds_each_keyframe_the_previous_keyframe(closing):
     gen, source, _ = make(interpolation_frames=0)
     closing(gen)
     frames = pull(gen, 4)
-    assert source.previous[1] is source.made[0] and frames[0].keyframe.seed == 0
-    assert source.previous[2] is source.made[1] and frames[1].keyframe.seed == 1
+    # The source gets the very keyframe it made last (seed, prompt and all), not the fitted copy.
+    assert source.previous[1].image is source.made[0] and source.previous[1].seed == frames[0].keyframe.seed == 0
+    assert source.previous[2].image is source.made[1] and source.previous[2].seed == frames[1].keyframe.seed == 1
 
 
 def test_stalls_are_counted_and_timed_when_the_source_is_slower_than_a_segment(closing):
