@@ -140,8 +140,9 @@ class FrameTimings:
 class FrameWriter:
     """Writes numbered frames as PNG into output_dir (layout in the module docstring).
 
-    output_dir: created if missing; png_compression: zlib level 0..9 (1 is 1.7-3x faster than 6);
-    ring_size: >= 2 ring files; history_keep: newest history frames kept, 0 = no history;
+    output_dir: created if missing; png_compression: zlib level 0..9 (low levels encode fastest, see
+    bench/); ring_size: >= 2 ring files; history_keep: newest files kept in history/ and in
+    keyframes/ each, 0 = neither is written;
     retries/delay: PermissionError retries per file (see atomic_write_bytes); replace, write: test seams."""
 
     def __init__(self, output_dir: Path, *, png_compression: int = 1, ring_size: int = 3, history_keep: int = 0,
