@@ -234,3 +234,17 @@ def test_an_output_folder_or_log_file_that_cannot_be_written_exits_2_in_one_sent
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     problem, = [line for line in done.stderr.splitlines() if line.startswith("  - ")]
     assert says in problem
+
+
+@pytest.mark.parametrize("start, says", [("start.png", "start image"), ("pictures", "is a folder, not a file")])
+def test_a_corrupt_or_folder_start_image_in_folder_mode_exits_2_in_one_sentence(tmp_path, start, says):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "pictures").mkdir()
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "imgs" / "a.png")
+    (tmp_path / "start.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "config.yaml").write_text(f"keyframes: {{source: folder, folder: imgs, start_image: {start}}}\n"
+                                          "generation: {resolution: [64, 64]}\ndisplay: {output_dir: out}\n"
+                                          "logging: {file: null}\ncontrol: {file: null}\n")
+    done = run_cli(tmp_path, "--config", "config.yaml", "--max-frames", "1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert says in done.stderr and not (tmp_path / "out" / "current_frame.png").exists()
