@@ -11,6 +11,7 @@ things on a shared ComfyUI (uploads) carry it, so two daemons never overwrite ea
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -119,7 +120,10 @@ class InstanceLock:
         if self.held:
             holder = self._read(self.path)
             if holder is not None and holder.get("token") == self.token:
-                self.path.unlink(missing_ok=True)
+                try:
+                    self.path.unlink(missing_ok=True)
+                except OSError as exc:  # on Windows a daemon reading it this instant blocks the delete
+                    log.info("lock %s not removed (%s); the next daemon takes it over as stale", self.path, exc)
             self.held = False
 
     def __enter__(self) -> "InstanceLock":
@@ -172,7 +176,8 @@ class InstanceLock:
         guard = self.path.with_name(LOCK_NAME + ".takeover")
         if not self._create(guard):
             if self._age(guard) > GUARD_STALE_S:
-                guard.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    guard.unlink(missing_ok=True)
             time.sleep(0.05)
             return
         try:
@@ -180,7 +185,10 @@ class InstanceLock:
                 pid = holder.get("pid") if holder else None
                 log.info("taking over a stale lock in %s (%s)", self.folder,
                          f"PID {pid} is not running" if pid else "its file was unreadable")
-                self.path.unlink(missing_ok=True)
+                try:
+                    self.path.unlink(missing_ok=True)
+                except OSError:
+                    pass  # held open for a moment by another reader (Windows): the next pass tries again
         finally:
             guard.unlink(missing_ok=True)
 
