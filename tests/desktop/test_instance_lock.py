@@ -107,3 +107,12 @@ def test_the_instance_tag_is_stable_per_folder_and_differs_between_folders(tmp_p
     a, b = instance_tag(tmp_path / "a"), instance_tag(tmp_path / "b")
     assert a == instance_tag(tmp_path / "a" / ".." / "a") and a != b
     assert len(a) == 8 and all(c in "0123456789abcdef" for c in a)
+
+
+def test_a_takeover_guard_left_by_a_daemon_that_died_mid_takeover_does_not_block_forever(tmp_path):
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": dead_pid(), "started": 1.0}))
+    guard = tmp_path / (LOCK_NAME + ".takeover")
+    guard.write_text("{}")
+    os.utime(guard, (time.time() - 60, time.time() - 60))
+    with InstanceLock(tmp_path) as lock:
+        assert lock.held and not guard.exists()
