@@ -94,6 +94,7 @@ class ComfyUISource:
         self._held = False                # interrupt_current() was called and resume() not yet
         self._watch = None                # the idle ReachabilityWatch, started with the first keyframe
         self._traceback_logged = False    # an unexpected error's traceback is logged once per run
+        self._dream_traceback_logged = False
         self._made_with = ""              # prompt of the last keyframe made: a skipped one shows its image
         self._last: Keyframe | None = None  # the keyframe returned last (to map a bare previous image back)
         reachability = getattr(client, "reachability", None)
@@ -160,8 +161,8 @@ class ComfyUISource:
             return self._remember(Keyframe(self.start_image, generated=False, origin="start_image"))
         seed = self.seeds.fresh() if fresh else self.seeds.next()
         source, denoise = None if fresh or previous is None else previous.image, self.denoise
-        if source is not None and self.dream is not None:
-            plan = self.dream.plan_input(previous)
+        plan = self._ask_dream("plan_input", previous) if source is not None else None
+        if plan is not None:
             source = plan.image
             denoise = self.denoise if plan.denoise is None else plan.denoise
             if plan.fresh_seed:
@@ -222,7 +223,7 @@ class ComfyUISource:
                     log.exception("unexpected error while making a keyframe (counted as a failed attempt)")
             else:
                 self._set_state("connected", "")
-                problem = self.dream.check_blank(keyframe.image) if self.dream is not None else ""
+                problem = self._ask_dream("check_blank", keyframe.image) or ""
                 if not problem:
                     return self._accepted(keyframe)
                 blanks += 1
@@ -250,8 +251,7 @@ class ComfyUISource:
         index = self.rotation.index
         self.rotation.made_one()
         self._made_with = keyframe.prompt
-        if self.dream is not None:
-            self.dream.keyframe_made(keyframe)
+        self._ask_dream("keyframe_made", keyframe)
         if self.rotation.index != index:
             self._prompt_changed()
         return self._remember(keyframe)
@@ -272,8 +272,22 @@ class ComfyUISource:
         return Keyframe(previous, generated=False, origin="previous")
 
     def _prompt_changed(self) -> None:
-        if self.dream is not None:
-            self.dream.prompt_changed()
+        self._ask_dream("prompt_changed")
+
+    def _ask_dream(self, hook: str, *args):
+        """dream.<hook>(*args), or None without a dream. A bug in a hook must not stop the dream:
+        it is logged (with its traceback once) and the keyframe goes on as if there were no dream."""
+        if self.dream is None:
+            return None
+        try:
+            return getattr(self.dream, hook)(*args)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            if not self._dream_traceback_logged:
+                self._dream_traceback_logged = True
+                log.exception("dream.%s failed; going on without it for this keyframe", hook)
+            else:
+                log.warning("dream.%s failed (%s: %s)", hook, type(exc).__name__, safe_line(exc))
+            return None
 
     def _sleep(self, seconds: float) -> bool:
         """Wait up to `seconds` (less when woken); True when closed."""

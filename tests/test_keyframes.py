@@ -615,3 +615,19 @@ def test_prompt_changed_is_called_when_the_rotation_moves_on_and_on_next_prompt_
     assert [c[0] for c in dream.calls].count("prompt_changed") == 3
     src.next_keyframe(previous)                                            # txt2img: no input to plan
     assert dream.calls[-2][0] == "check_blank" and gen.calls[-1]["image"] is None
+
+
+def test_a_dream_hook_that_raises_is_logged_and_the_keyframe_is_made_anyway(caplog):
+    class Broken(FakeDream):
+        def plan_input(self, previous):
+            raise ValueError("bug in the dream")
+
+        def check_blank(self, picture):
+            raise KeyError("metrics")
+
+    gen = ScriptedGenerator()
+    previous = image()
+    with caplog.at_level("WARNING", logger="backend.keyframes"):
+        keyframe = source(gen, dream=Broken()).next_keyframe(previous)
+    assert keyframe.generated and gen.calls[0]["image"] is previous and gen.calls[0]["denoise"] == 0.4
+    assert "dream.plan_input failed" in caplog.text and "dream.check_blank failed" in caplog.text
