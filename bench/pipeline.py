@@ -25,23 +25,24 @@ The VAE is the real TAEF2 tiny autoencoder from ../shared/models/taesd (CPU, fp3
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
-
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.assembly import build_encoder, build_source  # noqa: E402
+from backend.assembly import build_encoder, build_source, schedule_settings  # noqa: E402
 from backend.config import parse_config  # noqa: E402
 from backend.daemon import Daemon  # noqa: E402
 from backend.frame_writer import FrameWriter  # noqa: E402
+from backend.frames import Keyframe  # noqa: E402
 from backend.images import fit_cover  # noqa: E402
-from backend.interpolation.hybrid_generator import HybridGenerator, ScheduleSettings  # noqa: E402
+from backend.interpolation.hybrid_generator import HybridGenerator  # noqa: E402
 from backend.interpolation.latent_encoder import LatentEncoder  # noqa: E402
 from backend.interpolation.spherical_lerp import EASINGS, slerp  # noqa: E402
 from backend.shutdown import Shutdown  # noqa: E402
@@ -113,44 +114,51 @@ class Run:
 
 
 class BenchDaemon(Daemon):
-    """The real daemon, recording each frame it shows; `on_frame(count)` hooks the scenario."""
+    """The real daemon, recording each frame it writes; `on_frame(count)` hooks the scenario."""
 
     def __init__(self, *args, run: Run, on_frame=None, **kw) -> None:
         super().__init__(*args, **kw)
         self.run_record, self.on_frame = run, on_frame
+        self.add_frame_listener(self._written)
 
     def _play(self, max_frames):
         self.run_record.start = time.monotonic()
         super()._play(max_frames)
         record = self.run_record
-        record.stalls, record.stall_seconds = self.gen.stalls, self.gen.stall_seconds
+        record.stalls, record.stall_seconds = self.gen.stalls.count, self.gen.stalls.seconds
         record.keyframes = self.gen.worker.made
 
-    def _show(self, frame) -> None:
-        super()._show(frame)
-        timings = self.writer.last_timings
-        self.run_record.record(frame.pixels, frame.position, timings.encode_ms, timings.write_ms, self.status_ms,
-                               (frame.segment, frame.segment_frames))
+    def _written(self, pixels, index: int) -> None:
+        # Called once the frame is written, before its status: status_ms is the last status
+        # written (the previous frame's), the same cost in the median.
+        timings, shown = self.writer.last_timings, self.screen.fields
+        self.run_record.record(pixels, shown["position"], timings.encode_ms, timings.write_ms,
+                               self.report.status_ms, (shown["segment"], shown["segment_frames"]))
         if self.on_frame is not None:
             self.on_frame(len(self.run_record.times))
 
 
 def make_config(out: Path, url: str, args, **hybrid_display):
+    """The scenario's Config, also saved as out/config.yaml for the daemon's config watcher."""
     display = {"fps": args.fps, "output_dir": str(out), "history_keep": 0,
                "show_raw_keyframes": hybrid_display.pop("show_raw_keyframes", False)}
-    return parse_config({
+    data = {
         "generation": {"resolution": [args.resolution] * 2,
                        "hybrid": {"interpolation_frames": args.n, "keyframe_denoise": 0.5, **hybrid_display}},
         "comfyui": {"url": url},
         "keyframes": {"seed": {"policy": "increment", "value": 1}},
         "vae": {"kind": "tiny", "source": str(TAESD), "device": "cpu", "max_batch": 8},
-        "display": display, "control": {"file": None}, "logging": {"file": None, "level": "WARNING"}})
+        "display": display, "control": {"file": None}, "logging": {"file": None, "level": "WARNING"}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(json.dumps(data))  # JSON is YAML
+    return parse_config(data)
 
 
 def run_daemon(name, config, frames, jobs: JobLog, on_frame=None) -> Run:
     record = Run(name)
     first = len(jobs.jobs)
-    BenchDaemon(config, Path("nonexistent.yaml"), Shutdown(), run=record, on_frame=on_frame).run(frames)
+    path = config.display.output_dir / "config.yaml"
+    BenchDaemon(config, path, Shutdown(), run=record, on_frame=on_frame).run(frames)
     mine = jobs.jobs[first:]
     record.latencies = [latency for _, latency in mine]
     if mine:  # the worker starts K_0 just before the play loop: the wall time includes all of it
@@ -260,7 +268,7 @@ class ListSource:
 
     def next_keyframe(self, previous):
         image = self.images.pop(0) if self.images else None
-        return None if image is None else SimpleNamespace(image=image, generated=False)
+        return None if image is None else Keyframe(image, generated=False, origin="bench")
 
 
 def easing_steps(config, n: int, segments: int) -> list[dict]:
@@ -274,8 +282,7 @@ def easing_steps(config, n: int, segments: int) -> list[dict]:
     encoder = build_encoder(config)
     rows = []
     for easing in EASINGS:
-        settings = ScheduleSettings(resolution=tuple(config.generation.resolution), interpolation_frames=n,
-                                    easing=easing, max_batch=config.vae.max_batch)
+        settings = dataclasses.replace(schedule_settings(config), interpolation_frames=n, easing=easing)
         gen = HybridGenerator(ListSource(images), encoder, settings).start()
         frames = [gen.next_frame(timeout=10) for _ in range(segments * (n + 1) + 1)]
         gen.close()
