@@ -189,10 +189,11 @@ def check_writable(config: Config, source: str | Path = "config") -> None:
 
 
 def with_overrides(config: Config, *, fps: float | None = None, source: str | None = None,
-                   vae: str | None = None) -> Config:
+                   folder: str | None = None, vae: str | None = None) -> Config:
     """Apply command-line overrides: --fps N, --source comfyui|folder|<image folder path> (a path means
-    source "folder" with that folder), --vae PATH (a VAE file, a TAESD pair's folder or a diffusers
-    folder: overrides vae.source). Paths resolve against the current directory."""
+    source "folder" with that folder), --folder DIR (source "folder" with DIR), --vae PATH (a VAE file,
+    a TAESD pair's folder or a diffusers folder: overrides vae.source). Paths resolve against the
+    current directory."""
     problems: list[str] = []
     display, keyframes, vae_config = config.display, config.keyframes, config.vae
     if fps is not None:
@@ -205,6 +206,11 @@ def with_overrides(config: Config, *, fps: float | None = None, source: str | No
             keyframes = dataclasses.replace(keyframes, source="folder", folder=Path(source).expanduser().absolute())
         else:
             problems.append(f"--source: must be 'comfyui', 'folder' or an existing image folder, got {source!r}")
+    if folder is not None:
+        if _is_dir(folder):
+            keyframes = dataclasses.replace(keyframes, source="folder", folder=Path(folder).expanduser().absolute())
+        else:
+            problems.append(f"--folder: no such folder: {folder}")
     if keyframes.source == "folder" and keyframes.folder is None:
         problems.append("--source folder: keyframes.folder is not set in the config")
     if vae is not None:

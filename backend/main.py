@@ -61,7 +61,7 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     adopt_missing_streams()
     args = parse_args(argv)
-    overrides = dict(fps=args.fps, source=str(args.folder) if args.folder else args.source, vae=args.vae)
+    overrides = dict(fps=args.fps, source=args.source, folder=str(args.folder) if args.folder else None, vae=args.vae)
     try:
         config = with_overrides(load_config(args.config), **overrides)
     except ConfigError as exc:

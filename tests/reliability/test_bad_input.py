@@ -197,7 +197,7 @@ def test_a_folder_of_only_broken_images_exits_2_in_one_sentence(tmp_path):
     (["--fps", "nan"], "--fps"),
     (["--fps", "1000"], "--fps"),
     (["--source", "web"], "--source"),
-    (["--folder", "no_such_folder"], "--source"),
+    (["--folder", "no_such_folder"], "--folder: no such folder: no_such_folder"),
     (["--max-frames", "3", "extra"], "unrecognized arguments"),
 ])
 def test_command_line_misuse_exits_2_with_one_clear_message_and_no_traceback(tmp_path, args, says):
