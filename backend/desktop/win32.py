@@ -61,9 +61,10 @@ class POWERBROADCAST_SETTING(ctypes.Structure):
     _fields_ = [("PowerSetting", GUID), ("DataLength", DWORD), ("Data", ctypes.c_ubyte * 1)]
 
 
-# ULONG CALLBACK DeviceNotifyCallbackRoutine(PVOID Context, ULONG Type, PVOID Setting)
-DEVICE_NOTIFY_CALLBACK_ROUTINE = ctypes.CFUNCTYPE(wintypes.ULONG, ctypes.c_void_p, wintypes.ULONG,
-                                                  ctypes.c_void_p)
+# ULONG CALLBACK DeviceNotifyCallbackRoutine(PVOID Context, ULONG Type, PVOID Setting); CALLBACK is
+# stdcall, which only 32-bit Windows tells apart (WINFUNCTYPE exists on Windows only).
+DEVICE_NOTIFY_CALLBACK_ROUTINE = getattr(ctypes, "WINFUNCTYPE", ctypes.CFUNCTYPE)(
+    ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
 
 
 class DEVICE_NOTIFY_SUBSCRIBE_PARAMETERS(ctypes.Structure):
@@ -71,6 +72,18 @@ class DEVICE_NOTIFY_SUBSCRIBE_PARAMETERS(ctypes.Structure):
 
 
 GUID_CONSOLE_DISPLAY_STATE = "6FE69556-704A-47A0-8F24-C28D936FDA47"  # data: 0 off, 1 on, 2 dimmed
+
+
+def display_state_from(kind: int, setting: int | None) -> int | None:
+    """A power-setting callback's arguments -> the display state (0 off, 1 on, 2 dimmed), or None
+    when the call is not a GUID_CONSOLE_DISPLAY_STATE change with data."""
+    if kind != PBT_POWERSETTINGCHANGE or not setting:
+        return None
+    data = POWERBROADCAST_SETTING.from_address(setting)
+    if bytes(data.PowerSetting) != bytes(GUID.parse(GUID_CONSOLE_DISPLAY_STATE)) or data.DataLength < 1:
+        return None
+    return DWORD.from_address(setting + POWERBROADCAST_SETTING.Data.offset).value if data.DataLength >= 4 \
+        else data.Data[0]
 
 
 def _dll(name: str):
@@ -169,10 +182,8 @@ class WindowsPlatform(PortablePlatform):
         powrprof = _dll("powrprof")
 
         def changed(context, kind, setting) -> int:
-            if kind == PBT_POWERSETTINGCHANGE and setting:
-                data = ctypes.cast(setting, ctypes.POINTER(POWERBROADCAST_SETTING)).contents
-                offset = POWERBROADCAST_SETTING.Data.offset
-                value = ctypes.c_ubyte.from_address(setting + offset).value if data.DataLength else None
+            value = display_state_from(kind, setting)
+            if value is not None:
                 with self._display_lock:
                     self._display_state = value
             return 0

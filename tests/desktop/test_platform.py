@@ -102,3 +102,22 @@ def test_gpu_load_without_nvidia_ml_py_says_what_to_install(monkeypatch):
     for _ in range(2):  # asked again, the same answer (not a second import attempt that could hang)
         with pytest.raises(Unavailable, match="pip install nvidia-ml-py"):
             platform.gpu_utilisation()
+
+
+def power_setting(guid: str, value: int) -> ctypes.Array:
+    """A POWERBROADCAST_SETTING as Windows hands it over: the GUID, DataLength 4, a DWORD of data."""
+    head = bytes(win32.GUID.parse(guid)) + (4).to_bytes(4, "little") + value.to_bytes(4, "little")
+    return ctypes.create_string_buffer(head, len(head))
+
+
+@pytest.mark.parametrize("value", [0, 1, 2])
+def test_the_display_state_is_read_from_the_power_setting_windows_sends(value):
+    buffer = power_setting(win32.GUID_CONSOLE_DISPLAY_STATE, value)
+    assert win32.display_state_from(win32.PBT_POWERSETTINGCHANGE, ctypes.addressof(buffer)) == value
+
+
+def test_other_power_notifications_leave_the_display_state_alone():
+    buffer = power_setting("5D3E9A59-E9D5-4B00-A6BD-FF34FF516548", 0)  # GUID_ACDC_POWER_SOURCE
+    assert win32.display_state_from(win32.PBT_POWERSETTINGCHANGE, ctypes.addressof(buffer)) is None
+    assert win32.display_state_from(0x0A, ctypes.addressof(buffer)) is None
+    assert win32.display_state_from(win32.PBT_POWERSETTINGCHANGE, None) is None
