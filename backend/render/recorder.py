@@ -100,7 +100,8 @@ class Recorder:
     def _open(self) -> VideoWriter:
         self._count += 1
         name = f"{self.prefix}_{time.strftime('%Y%m%d_%H%M%S')}_{self._count:05d}.mp4"
-        return VideoWriter(self.folder / (name + PART), self.fps, crf=self.crf)
+        # a fast preset: the encoder must keep up with the display on a CPU that also decodes frames
+        return VideoWriter(self.folder / (name + PART), self.fps, crf=self.crf, preset="veryfast")
 
     def _finish(self, writer: VideoWriter) -> None:
         try:

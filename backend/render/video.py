@@ -47,13 +47,13 @@ class VideoWriter:
     """``write(pixels)`` with uint8 ``[H, W, 3]`` RGB frames of one size; ``close()`` to finish."""
 
     def __init__(self, path: Path, fps: float, *, crf: int = 18, codec: str = "libx264",
-                 container_format: str = "mp4"):
+                 preset: str = "medium", container_format: str = "mp4"):
         av = _av()
         check_codec(codec)
         self.path = Path(path)
         self.fps = fps
         self.frames = 0
-        self._settings = {"crf": str(crf), "preset": "medium"} if codec == "libx264" else {}
+        self._settings = {"crf": str(crf), "preset": preset} if codec == "libx264" else {}
         self._codec = codec
         try:
             # FFmpeg opens the file only when the first packet arrives: find out now instead
