@@ -121,3 +121,68 @@ def test_other_power_notifications_leave_the_display_state_alone():
     assert win32.display_state_from(win32.PBT_POWERSETTINGCHANGE, ctypes.addressof(buffer)) is None
     assert win32.display_state_from(0x0A, ctypes.addressof(buffer)) is None
     assert win32.display_state_from(win32.PBT_POWERSETTINGCHANGE, None) is None
+
+
+class FakeUser32:
+    """user32 as WindowsPlatform calls it: a game window of `rect` on a 2560x1440 monitor."""
+
+    def __init__(self, hwnd=0x1234, class_name="UnrealWindow", rect=(0, 0, 2560, 1440), input_desktop=0x99,
+                 switch_ok=True):
+        self.hwnd, self.class_name, self.rect = hwnd, class_name, rect
+        self.input_desktop, self.switch_ok, self.closed = input_desktop, switch_ok, []
+
+    def GetForegroundWindow(self):
+        return self.hwnd
+
+    def GetClassNameW(self, hwnd, buffer, size):
+        buffer.value = self.class_name[: size - 1]
+        return len(buffer.value)
+
+    def GetWindowRect(self, hwnd, rect_ref):
+        rect = rect_ref._obj
+        rect.left, rect.top, rect.right, rect.bottom = self.rect
+        return 1
+
+    def MonitorFromWindow(self, hwnd, flags):
+        assert flags == win32.MONITOR_DEFAULTTONEAREST
+        return 0x77
+
+    def GetMonitorInfoW(self, monitor, info_ref):
+        info = info_ref._obj
+        assert info.cbSize == ctypes.sizeof(win32.MONITORINFO)  # Windows fails the call otherwise
+        info.rcMonitor.right, info.rcMonitor.bottom = 2560, 1440
+        return 1
+
+    def IsZoomed(self, hwnd):
+        return 0
+
+    def OpenInputDesktop(self, flags, inherit, access):
+        assert access == win32.DESKTOP_SWITCHDESKTOP
+        return self.input_desktop
+
+    def SwitchDesktop(self, desk):
+        return self.switch_ok
+
+    def CloseDesktop(self, desk):
+        self.closed.append(desk)
+
+
+def windows_with(user32: FakeUser32) -> win32.WindowsPlatform:
+    platform = win32.WindowsPlatform()
+    platform._user32 = user32
+    return platform
+
+
+def test_the_windows_foreground_window_is_read_with_its_class_rect_and_monitor():
+    window = windows_with(FakeUser32()).foreground_window()
+    assert window == ForegroundWindow("UnrealWindow", Rect(0, 0, 2560, 1440), Rect(0, 0, 2560, 1440), False)
+    assert is_fullscreen(window)
+    assert windows_with(FakeUser32(hwnd=0)).foreground_window() is None  # nothing in front
+
+
+def test_a_locked_session_is_one_whose_input_desktop_we_cannot_open_or_switch_to():
+    assert windows_with(FakeUser32(input_desktop=0)).session_locked()
+    user32 = FakeUser32(switch_ok=False)
+    assert windows_with(user32).session_locked() and user32.closed == [0x99]
+    user32 = FakeUser32()
+    assert not windows_with(user32).session_locked() and user32.closed == [0x99]  # the handle is closed
