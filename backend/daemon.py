@@ -125,7 +125,10 @@ class Daemon:
         return 0
 
     def _observe(self, keyframe: Keyframe, latent: torch.Tensor) -> None:
-        self.dream.observe(keyframe, latent[0].float().cpu().numpy())  # [1, C, h, w] -> [C, h, w]
+        try:
+            self.dream.observe(keyframe, latent[0].float().cpu().numpy())  # [1, C, h, w] -> [C, h, w]
+        except Exception:  # noqa: BLE001 - the quality metrics must never stop the show
+            log.exception("the dream could not observe keyframe %s", keyframe.seed)
 
     def _fail(self, message: str) -> None:
         self.last_error = message

@@ -3,9 +3,10 @@
 Fields and their rules (status.py has the file formats):
 - `comfyui`: "starting" | "connected" | "unavailable" for a ComfyUI source, from the moment
   the daemon starts (before the source exists it is "starting"); "not_used" for a folder.
-- `last_error`: while paused, "paused: <reasons>"; else the source's problem, this loop's
-  (a frame not written, the VAE out of memory), or "config edit ignored: <problem>" while the
-  last edit of config.yaml could not be used (the others take precedence while they last).
+- `last_error`: in state "paused", "paused: <reasons>" (`pause_reason` holds the reasons);
+  else the source's problem, this loop's (a frame not written, the VAE out of memory), or
+  "config edit ignored: <problem>" while the last edit of config.yaml could not be used (the
+  others take precedence while they last).
 - `stalls`: holds for a keyframe once a frame is on screen (backend.stalls).
 - `quality`: the dream's fields, when a dream runs.
 No torch here.
@@ -40,9 +41,9 @@ class StatusReport:
         state = getattr(daemon.source, "state", "starting")
         return state if state in ("connected", "unavailable") else "starting"
 
-    def last_error(self) -> str:
+    def last_error(self, state: str) -> str:
         daemon = self.daemon
-        if daemon.pause.applied:
+        if state == "paused":
             return f"paused: {daemon.pause.reason}"
         problem = getattr(daemon.watcher, "problem", "")
         return (getattr(daemon.source, "last_error", "") or daemon.last_error
@@ -53,8 +54,8 @@ class StatusReport:
         daemon = self.daemon
         gen, source, screen = daemon.gen, daemon.source, daemon.screen
         fields = dict(screen.fields, state=state, fps=round(screen.fps, 3), target_fps=daemon.config.display.fps,
-                      uptime=daemon.clock() - self.started, last_error=self.last_error(), comfyui=self.comfyui(),
-                      pause_reason=daemon.pause.reason if daemon.pause.applied else "")
+                      uptime=daemon.clock() - self.started, last_error=self.last_error(state), comfyui=self.comfyui(),
+                      pause_reason=daemon.pause.reason if state == "paused" else "")
         problem = getattr(daemon.watcher, "problem", "")
         if problem:
             fields["config_problem"] = problem

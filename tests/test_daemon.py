@@ -277,6 +277,16 @@ def test_the_dream_observes_each_keyframe_latent_as_numpy_and_its_fields_reach_t
     assert run.status()["quality"] == {"novelty": 0.5}
 
 
+def test_a_dream_that_fails_to_observe_does_not_stop_the_show(tmp_path, caplog):
+    class Broken(Dream):
+        def observe(self, keyframe, latent):
+            raise ValueError("a metric broke")
+
+    run = Run(tmp_path, dream=Broken()).start(max_frames=6)
+    run.thread.join(20)
+    assert run.result == 0 and len(run.frames) == 6 and "could not observe" in caplog.text
+
+
 def test_a_frame_listener_gets_the_pixels_of_each_frame_written(tmp_path):
     run = Run(tmp_path)
     got: list[tuple[int, np.ndarray]] = []
