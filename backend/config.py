@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from backend import config_checks as _c
+from backend import config_schema as _schema
 from backend.config_checks import ConfigError, Section
 
 __all__ = ["ConfigError", "Config", "GenerationConfig", "HybridConfig", "ComfyUIConfig", "Prompt",
@@ -30,10 +31,9 @@ log = logging.getLogger(__name__)
 
 
 # Every key is declared ONCE below: its default, its checker (which holds the range) and whether a
-# change needs a restart. parse_config, the --fps override, RESTART_ONLY and the README's reference
-# are all read from these declarations.
-key, section = _c.key, _c.section
-path = _c.path_rule
+# change needs a restart. parse_config, the --fps override and RESTART_ONLY read these declarations;
+# tests keep config.yaml's values and the ranges in its comments equal to them.
+key, section, path = _schema.key, _schema.section, _schema.path_rule
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ class GenerationConfig:
 @dataclass(frozen=True)
 class ComfyUIConfig:
     url: str = key("http://127.0.0.1:8188", _c.url)              # 127.0.0.1, not localhost (IPv6 first on Windows)
-    workflow: str = key("builtin:img2img", _c.workflow_rule)     # "builtin:<name>" or an API-format .json (absolute)
-    txt2img_workflow: str = key("builtin:txt2img", _c.workflow_rule)  # the first keyframe when there is no start image
+    workflow: str = key("builtin:img2img", _schema.workflow_rule)     # "builtin:<name>" or an API-format .json (absolute)
+    txt2img_workflow: str = key("builtin:txt2img", _schema.workflow_rule)  # the first keyframe when there is no start image
     checkpoint: str | None = key(None, _c.text(optional=True))   # checkpoint file name on the server; None = the workflow's
     node_ids: dict = key(dict, _c.node_ids)                       # role -> node id overrides for custom workflows ({} = auto)
     request_timeout: float = key(10.0, _c.number(0.1, 600.0))    # seconds for one HTTP request
@@ -99,7 +99,7 @@ class KeyframesConfig:
 @dataclass(frozen=True)
 class VaeConfig:
     kind: str = key("auto", _c.choice("auto", "kl", "tiny"))   # auto: kl on CUDA, tiny (TAESD) on a CPU
-    source: str | None = key(None, _c.model_source_rule)       # path (absolute after loading) or Hub id; None = search
+    source: str | None = key(None, _schema.model_source_rule)       # path (absolute after loading) or Hub id; None = search
     family: str = key("auto", _c.choice("auto", "sd1", "sdxl", "sd3", "flux1", "flux2"))
     device: str = key("auto", _c.device)                       # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
     dtype: str = key("auto", _c.choice("auto", "float32", "float16", "bfloat16"))
@@ -120,7 +120,7 @@ class DisplayConfig:
 
 @dataclass(frozen=True)
 class ControlConfig:
-    file: Path | str | None = key("auto", _c.control_file_rule)  # the skin's command INI: "auto" | a path | None = off
+    file: Path | str | None = key("auto", _schema.control_file_rule)  # the skin's command INI: "auto" | a path | None = off
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class Config:
 
 # Key paths (or whole sections) that only take effect after a restart: the watcher reports them and
 # keeps the running values. Everything else is applied live. Read off the declarations above.
-RESTART_ONLY = _c.restart_keys(Config)
+RESTART_ONLY = _schema.restart_keys(Config)
 
 
 def parse_config(data: Any, source: str = "<dict>", base_dir: str | Path | None = None) -> Config:
@@ -197,7 +197,7 @@ def with_overrides(config: Config, *, fps: float | None = None, source: str | No
     problems: list[str] = []
     display, keyframes, vae_config = config.display, config.keyframes, config.vae
     if fps is not None:
-        display = dataclasses.replace(display, fps=_c.check_one("--fps", fps, _c.declared(DisplayConfig, "fps"),
+        display = dataclasses.replace(display, fps=_c.check_one("--fps", fps, _schema.declared(DisplayConfig, "fps"),
                                                                  problems, display.fps))
     if source is not None:
         if source.strip().lower() in ("comfyui", "folder"):

@@ -3,9 +3,9 @@ checkers, and `Section`, which reads one mapping against its dataclass and recor
 with its key path instead of stopping at the first one.
 
 A checker is `value -> normalized value` and raises `Bad("must be ...")`; `Section.get` turns that
-into a "section.key: must be ..." problem and carries on with the field's default. `key(default,
-checker, restart=...)` declares a dataclass field with both, so each config key is spelled once;
-`Section.build()` reads a whole mapping (and its sub-sections) from those declarations.
+into a "section.key: must be ..." problem and carries on with the field's default.
+`Section.build()` reads a whole mapping (and its sub-sections) from the fields declared with
+config_schema's `key` / `section`.
 """
 
 from __future__ import annotations
@@ -43,48 +43,6 @@ class Rule:
 
     def __init__(self, make: Callable[[Section], Callable[[Any], Any]]):
         self.make = make
-
-
-def key(default: Any, check: Callable[[Any], Any] | Rule, *, restart: bool = False) -> Any:
-    """A config field: its default (a type such as dict = a fresh one each time), its checker, and
-    whether a change applies only after a restart."""
-    meta = {"check": check, "restart": restart}
-    if isinstance(default, type):
-        return dataclasses.field(default_factory=default, metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
-
-
-def section(cls: type, *, restart: bool = False) -> Any:
-    """A sub-mapping read against `cls`; `restart`: every key in it needs a restart."""
-    return dataclasses.field(default_factory=cls, metadata={"section": cls, "restart": restart})
-
-
-def declared(cls: type, name: str) -> Callable[[Any], Any]:
-    """The checker declared for `cls.name` (for values that arrive another way, e.g. --fps)."""
-    check = next(f for f in dataclasses.fields(cls) if f.name == name).metadata["check"]
-    if isinstance(check, Rule):
-        raise TypeError(f"{cls.__name__}.{name} needs a Section to be checked")
-    return check
-
-
-def restart_keys(cls: type, prefix: str = "") -> frozenset[str]:
-    """Dotted paths of the fields and sections declared with restart=True."""
-    out: set[str] = set()
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("restart"):
-            out.add(prefix + f.name)
-        elif "section" in f.metadata:
-            out |= restart_keys(f.metadata["section"], f"{prefix}{f.name}.")
-    return frozenset(out)
-
-
-def path_rule(optional: bool = False, must: str | None = None) -> Rule:
-    return Rule(lambda s: s.path_check(optional=optional, must=must))
-
-
-workflow_rule = Rule(lambda s: s.workflow_check)
-model_source_rule = Rule(lambda s: s.model_source)
-control_file_rule = Rule(lambda s: lambda v: "auto" if v == "auto" else s.path_check(optional=True)(v))
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -20,7 +20,7 @@ import os  # noqa: E402
 
 from backend import __version__  # noqa: E402
 from backend.config import ConfigError, DisplayConfig, check_writable, load_config, with_overrides  # noqa: E402
-from backend.config_checks import declared  # noqa: E402
+from backend.config_schema import declared  # noqa: E402
 from backend.logging_setup import adopt_missing_streams, say, setup_logging  # noqa: E402
 from backend.shutdown import Shutdown  # noqa: E402
 
