@@ -31,7 +31,13 @@ def test_a_game_starting_pauses_the_daemon_interrupts_our_job_and_its_end_resume
             wait_until(lambda: (read_status(tmp_path) or {}).get("frame", -1) >= 3, timeout=90, check=run.check)
             assert tick() == ""
             fake.latency = 30.0                          # the next keyframe job runs long...
-            wait_until(lambda: fake.running is not None, timeout=30, what="a job of ours running", check=run.check)
+
+            def long_job_running() -> bool:
+                job = fake.running
+                time.sleep(0.3)                          # a job still running after 0.3 s is a 30 s one,
+                return job is not None and fake.running is job   # not the last quick one finishing
+
+            wait_until(long_job_running, timeout=30, what="a long job of ours running", check=run.check)
 
             platform.answers["process_names"] = {"explorer.exe", "Game.exe"}   # ...and the game starts
             assert tick() == "game.exe running"
