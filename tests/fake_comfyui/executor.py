@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tests.fake_comfyui import nodes
+from tests.fake_comfyui import drift, nodes
 
 PREVIEW_IMAGE, PREVIEW_WITH_METADATA = 1, 4
 
@@ -228,7 +228,17 @@ class Executor:
                 await self._image_frame(node_id, nodes.encode_jpeg(preview), 1)
         if latent["image"] is None:
             return {"image": nodes.fake_txt2img(seed, latent["width"], latent["height"])}
-        return {"image": nodes.fake_sample(latent["image"], seed, denoise)}
+        return {"image": self._sampler(latent["image"], seed, denoise)}
+
+    def _sampler(self, image: np.ndarray, seed: int, denoise: float) -> np.ndarray:
+        mode = self.fake.sampler_next.pop(0) if self.fake.sampler_next else self.fake.sampler
+        if mode == "drift":
+            return drift.drift_sample(image, seed, denoise, self.fake.drift_rates)
+        if mode == "collapse":
+            return drift.collapse_sample(image, seed)
+        if mode == "black":
+            return drift.black_sample(image, seed)
+        return nodes.fake_sample(image, seed, denoise)
 
     async def _sleep(self, seconds: float, node_id: str) -> None:
         end = time.monotonic() + max(0.0, seconds)

@@ -12,6 +12,10 @@ Faults are plain attributes, settable at any time from the test thread:
   truncate_next_view (next k GET /view send half the image, then the connection drops, as when
   the server dies mid-download), models_status (HTTP status of GET /models/checkpoints: 404 like
   servers older than the /models routes, 500 for a broken answer).
+The sampler is `sampler`: "exact" (default: nodes.fake_sample, recomputable by tests), "drift"
+(drift.drift_sample with `drift_rates`: chained img2img's drift toward magenta, saturation,
+contrast, sharpening and a fixed point), "collapse" (near-copies) or "black"; see drift.py.
+`sampler_next` (a list of those modes) overrides it for the next sampler runs, one mode each.
 Records: `free_calls` (the JSON body of every accepted POST /free, in order; a body that is not
 JSON is answered 500 like the real server) and `peak_queue`. Its input/output/temp folders live under `root` (a temp dir by default):
 see `file_counts()`.
@@ -30,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from aiohttp import web
 
-from tests.fake_comfyui import nodes, schemas
+from tests.fake_comfyui import drift, nodes, schemas
 from tests.fake_comfyui.executor import Executor, Job
 from tests.fake_comfyui.outbox import Outbox
 from tests.fake_comfyui.routes import build_app
@@ -56,6 +60,9 @@ class FakeComfyUI:
         self.output_fault: str | None = None
         self.truncate_next_view = 0
         self.models_status = 200
+        self.sampler = "exact"                  # exact | drift | collapse | black (drift.MODES)
+        self.drift_rates = drift.DriftRates()
+        self.sampler_next: list[str] = []       # modes for the next sampler runs, one each, before `sampler`
         self._refusing = False
         self.history: dict[str, dict] = {}
         self.pending: list[Job] = []

@@ -1,0 +1,238 @@
+"""`Dream`: the hooks (contract I4) that keep a days-long img2img loop from drifting or freezing.
+
+Keyframe thread (the ComfyUI source): `plan_input(previous)` before each img2img job,
+`check_blank(image)` on each result, `keyframe_made(keyframe)` once one is accepted,
+`prompt_changed()` when the prompt moves on. Main thread: `observe(keyframe, latent)` when the
+schedule encodes a keyframe (metrics, novelty, quality.csv, guard), `status_fields()` for
+status.json. All thread-safe behind one lock; the image work of a plan (grounding) runs
+outside it, so observe() never waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from backend.dream.anchor import AnchorWalk, Step
+from backend.dream.detail import ground_detail
+from backend.dream.guard import Guard, blank_reason, image_not_finite, relative
+from backend.dream.metrics import Metrics, measure, novelty, pool_latent
+from backend.dream.palette import PaletteTarget, ground
+from backend.dream.quality_log import QualityLog
+from backend.dream.settings import DreamSettings
+
+log = logging.getLogger(__name__)
+
+METRIC_NAMES = list(Metrics.__dataclass_fields__)
+RELATIVE = ("l_mean", "l_std", "chroma", "saturation", "sharpness", "hf_ratio")   # deviation as a fraction
+COLUMNS = ["time", "keyframe", "origin", "seed", "reason", *METRIC_NAMES, "novelty", "novelty_anchor",
+           "dev_chroma", "dev_sharpness", "dev_hue", "event", "prompt"]
+TRIM_START = {"chroma": 1.0, "sharpness": 1.0}
+TRIM_RANGE = (0.5, 2.0)
+TRIM_RATE = 0.5          # share of the last output's log-deviation taken into the trim per keyframe
+RESCUES = ("collapse", "drift", "blank")
+EVENTS = ("anchor", "reference", "collapse", "drift", "blank", "blank_rejected")
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    image: Image.Image        # what to upload as the img2img input
+    denoise: float | None     # None: the configured denoise
+    fresh_seed: bool          # the guard fired: use a fresh seed
+    reason: str               # "" | "anchor" | "reference" | "prompt" | "collapse" | "drift" | "blank"
+
+
+class Dream:
+    def __init__(self, settings: DreamSettings | None = None, *, quality_path: Path | str | None = None,
+                 references: list[Image.Image] | None = None):
+        self.settings = settings or DreamSettings()
+        self._lock = threading.Lock()
+        s = self.settings
+        self._walk = AnchorWalk(s.anchor_every, s.anchor_denoise, s.prompt_settle, references)
+        self._guard = Guard(s)
+        self._log = None if quality_path is None else QualityLog(
+            quality_path, COLUMNS, max_bytes=s.quality_log_bytes, keep=s.quality_log_keep)
+        self._step: Step | None = None              # the last plan handed out, until its keyframe is made
+        self._target: tuple[Image.Image, PaletteTarget, Metrics] | None = None
+        self._anchor_pooled: np.ndarray | None = None
+        self._previous_pooled: np.ndarray | None = None
+        self._observed = 0
+        self._latest: dict = {}
+        self._events = dict.fromkeys(EVENTS, 0)
+        self._last_event = ""
+        self._cost = {"metrics_ms": 0.0, "grounding_ms": 0.0}
+        self._made: list[tuple[object, str]] = []     # (keyframe, plan reason) of the last few made
+        self._rescue_keyframe = None     # made by a rescue plan and not yet observed: the guard waits for it
+        self._trim = dict(TRIM_START)    # grounding aims past the target by what each pass adds (see _retrim)
+
+    def update(self, settings: DreamSettings) -> None:
+        """A live config edit: strengths, bands and the anchor schedule apply from the next keyframe."""
+        with self._lock:
+            self.settings = settings
+            self._guard.settings = settings
+            self._walk.configure(settings.anchor_every, settings.anchor_denoise, settings.prompt_settle)
+
+    # -- keyframe thread ------------------------------------------------------------------------
+    def plan_input(self, previous) -> InputPlan:
+        """What to send as the img2img input after `previous` (a Keyframe). Idempotent until
+        keyframe_made(): a retried job gets the same plan."""
+        with self._lock:
+            s = self.settings
+            if not s.control:
+                return InputPlan(previous.image, None, False, "")
+            if self._walk.anchor is None and previous is not None and not self._walk.references:
+                self._walk.made(previous, None)          # K_0 (a start image is never "made")
+            step = self._walk.next_step(previous)
+            self._step = step
+            target = self._current_target() if step.grounded else None
+            trim = dict(self._trim)
+        start = time.perf_counter()
+        image = previous.image if step.source is None else step.source
+        if target is not None:
+            target_image, palette, metrics = target
+            if s.detail_strength > 0:
+                image = ground_detail(image, metrics.sharpness * trim["sharpness"], s.detail_strength)
+            if s.grounding != "off":
+                image = ground(image, palette, mode=s.grounding, chroma=s.chroma_strength, luma=s.luma_strength,
+                               chroma_scale=trim["chroma"])
+        with self._lock:
+            self._cost["grounding_ms"] = (time.perf_counter() - start) * 1000.0
+        rescue = step.reason in RESCUES
+        return InputPlan(image.convert("RGB"), step.denoise, rescue, step.reason)
+
+    def check_blank(self, image: Image.Image) -> str:
+        """"" when `image` may be shown, else why not (black, flat, not finite)."""
+        if image_not_finite(image):
+            reason = "its pixels are not finite numbers"
+        else:
+            reason = blank_reason(measure(image), self.settings)
+        if reason:
+            with self._lock:
+                self._count("blank_rejected", f"blank keyframe rejected: {reason}")
+        return reason
+
+    def keyframe_made(self, keyframe) -> None:
+        with self._lock:
+            step, self._step = self._step, None
+            before = self._walk.anchor
+            self._walk.made(keyframe, step if self.settings.control else None)
+            self._made = [*self._made[-7:], (keyframe, "" if step is None else step.reason)]
+            if step is not None and step.reason in RESCUES:
+                self._rescue_keyframe = keyframe
+            if self._walk.anchor is not before:
+                if step is not None and step.reason in ("anchor", "reference"):
+                    self._count(step.reason, "")
+                self._anchor_pooled = None          # set when the new anchor's latent is observed
+
+    def prompt_changed(self) -> None:
+        with self._lock:
+            self._walk.prompt_changed()
+            self._target = None
+
+    # -- main thread ----------------------------------------------------------------------------
+    def observe(self, keyframe, latent: np.ndarray) -> dict:
+        """Metrics and novelty of `keyframe` (latent [C, h, w]); writes quality.csv, may fire the guard."""
+        start = time.perf_counter()
+        metrics = measure(keyframe.image)
+        pooled = pool_latent(latent)
+        with self._lock:
+            s = self.settings
+            if keyframe is self._walk.anchor:
+                self._anchor_pooled = pooled
+            step_novelty = novelty(self._previous_pooled, pooled)
+            anchor_novelty = novelty(self._anchor_pooled, pooled)
+            self._previous_pooled = pooled
+            target = self._current_target()
+            target_metrics = None if target is None else target[2]
+            if s.control and target_metrics is not None:
+                self._retrim(metrics, target_metrics)
+            event = ""
+            if keyframe is self._rescue_keyframe:
+                self._rescue_keyframe = None
+            # keyframes made before a rescue took effect would fire the guard again for the same cause
+            elif s.control and not self._walk.rescue_pending and self._rescue_keyframe is None:
+                event = self._guard.judge(metrics, step_novelty, target_metrics)
+                if event:
+                    self._walk.rescue(event)
+                    self._count(event, f"dream guard: {event} at keyframe {self._observed}; the next keyframe "
+                                       f"is made from the anchor with a fresh seed")
+            row = self._row(keyframe, metrics, step_novelty, anchor_novelty, target_metrics, event)
+            self._observed += 1
+            self._latest = row
+            self._cost["metrics_ms"] = (time.perf_counter() - start) * 1000.0
+        if self._log is not None:
+            self._log.write(row)
+        return row
+
+    def status_fields(self) -> dict:
+        """The latest metrics, their deviation from the anchor, and event counts (status "quality")."""
+        with self._lock:
+            row = self._latest
+            return {
+                "control": self.settings.control,
+                "keyframes": self._observed,
+                "anchor_age": self._walk.since_anchor,
+                "metrics": {k: _round(row[k]) for k in METRIC_NAMES if k in row},
+                "novelty": _round(row.get("novelty")),
+                "novelty_anchor": _round(row.get("novelty_anchor")),
+                "deviation": dict(row.get("deviation", {})),
+                "events": dict(self._events),
+                "last_event": self._last_event,
+                "cost_ms": {k: round(v, 2) for k, v in self._cost.items()},
+                "trim": {k: round(v, 3) for k, v in self._trim.items()},
+            }
+
+    # -- inside the lock -------------------------------------------------------------------------
+    def _current_target(self) -> tuple[Image.Image, PaletteTarget, Metrics] | None:
+        image = self._walk.target_image
+        if image is None:
+            return None
+        if self._target is None or self._target[0] is not image:
+            self._target = (image, PaletteTarget.of(image), measure(image))
+            self._trim = dict(TRIM_START)
+        return self._target
+
+    def _retrim(self, metrics: Metrics, target: Metrics) -> None:
+        """Integral action: grounding puts the input on the target, but the pass then adds its own
+        push (chained img2img adds chroma and sharpness every time), so the displayed keyframe
+        would sit one push above the target for ever. Each observed keyframe moves the trim by
+        part of its measured log-deviation, so the outputs, not the inputs, settle on the target."""
+        for name in self._trim:
+            out, ref = getattr(metrics, name), getattr(target, name)
+            if out > 1e-6 and ref > 1e-6:
+                trim = self._trim[name] * (ref / out) ** TRIM_RATE
+                self._trim[name] = float(np.clip(trim, *TRIM_RANGE))
+
+    def _count(self, event: str, message: str) -> None:
+        self._events[event] += 1
+        if message:
+            self._last_event = message
+            log.info("%s", message)
+
+    def _row(self, keyframe, metrics: Metrics, step_novelty, anchor_novelty, target: Metrics | None,
+             event: str) -> dict:
+        values = metrics.as_dict()
+        deviation = {}
+        if target is not None:
+            for name, value in values.items():
+                ref = getattr(target, name)
+                deviation[name] = _round(relative(value, ref) if name in RELATIVE else
+                                         (value - ref + 180.0) % 360.0 - 180.0 if name == "hue" else value - ref)
+        return {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "keyframe": self._observed,
+                "origin": keyframe.origin, "seed": "" if keyframe.seed is None else keyframe.seed,
+                "reason": next((r for k, r in reversed(self._made) if k is keyframe), ""),
+                **values, "novelty": step_novelty, "novelty_anchor": anchor_novelty,
+                "dev_chroma": deviation.get("chroma"), "dev_sharpness": deviation.get("sharpness"),
+                "dev_hue": deviation.get("hue"), "event": event, "prompt": keyframe.prompt,
+                "deviation": deviation}
+
+
+def _round(value):
+    return None if value is None else float(f"{value:.4g}")

@@ -1,0 +1,265 @@
+"""Benchmark the dream's drift control: 1,000 drifting keyframes with control off and on, side by side.
+
+    python bench/drift.py                      # 1,000 keyframes each way at 128x64
+    python bench/drift.py --keyframes 200 --size 256x128
+
+Path: backend.keyframes.ComfyUISource(dream=...) -> KeyframeGenerator -> ComfyClient against the
+fake ComfyUI with its drifting sampler (tests/fake_comfyui/drift.py), i.e. the daemon's own
+keyframe path and hooks; `--direct` calls the same Dream hooks around drift_sample in-process
+(no server), for a quick look. Latents for novelty come from the real TAEF2 tiny VAE in
+../shared/models/taesd through LatentEncoder. K_0 is scikit-image's astronaut photo; the seed
+policy is random (a fresh seed per keyframe), denoise 0.5. To exercise the guard, both runs get
+the same faults: keyframes 600-605 come back as near-copies (collapse), keyframe 800 black.
+The "picture step" is the mean absolute 8-bit difference between consecutive keyframes (the
+in-betweens of a segment split it into N+1 smaller steps), split into transitions into a keyframe
+made from the anchor (re-anchors and guard rescues) vs chained ones.
+Writes bench/out/drift_contact.png (every 50th keyframe, off above on), bench/out/drift_plot.png
+(magenta share and chroma over keyframes) and bench/out/quality_{off,on}.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from backend.dream.detail import ground_detail  # noqa: E402
+from backend.dream.dream import Dream  # noqa: E402
+from backend.dream.metrics import measure  # noqa: E402
+from backend.dream.palette import PaletteTarget, ground  # noqa: E402
+from backend.dream.settings import DreamSettings  # noqa: E402
+from backend.frames import Keyframe  # noqa: E402
+
+SHARED_TAESD = REPO.parent / "shared" / "models" / "taesd"
+OUT = REPO / "bench" / "out"
+CHECKPOINTS = (0, 100, 250, 500, 1000)
+SHOWN = ("magenta", "chroma", "sharpness", "l_mean", "l_std", "saturation", "hue", "hue_entropy", "hf_ratio")
+FAULTS = {**{k: "collapse" for k in range(600, 606)}, 800: "black"}
+RESCUES = ("anchor", "reference", "collapse", "drift", "blank")
+
+
+def start_image(width: int, height: int) -> Image.Image:
+    from skimage import data
+    return Image.fromarray(data.astronaut()).resize((width, height), Image.LANCZOS)
+
+
+class Encoder:
+    def __init__(self):
+        import torch
+
+        from backend.interpolation.latent_encoder import LatentEncoder
+        torch.set_num_threads(1)     # a 128x64 encode is faster on one thread than fighting for two
+        self.vae = LatentEncoder.load("tiny", source=str(SHARED_TAESD), device="cpu", dtype="float32")
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return self.vae.encode([image])[0].cpu().numpy()      # [C, h, w]
+
+
+def run_source(settings: DreamSettings, k0: Image.Image, count: int, encode, csv: Path, rng_seed: int):
+    """Keyframes through ComfyUISource(dream=...) against the drifting fake ComfyUI."""
+    from backend.comfyui.client import ComfyClient
+    from backend.comfyui.keyframe import KeyframeGenerator
+    from backend.comfyui.workflow import load_workflow
+    from backend.keyframes import ComfyUISource, SeedPolicy
+    from tests.fake_comfyui import FakeComfyUI
+
+    dream = Dream(settings, quality_path=csv)
+    prompts = [type("P", (), {"prompt": "a dreamlike landscape", "negative": ""})()]
+    with FakeComfyUI(history_delay=0.0, previews=False) as fake:
+        fake.sampler = "drift"
+        client = ComfyClient(fake.url, request_timeout=10.0, poll_interval=0.5)
+        gen = KeyframeGenerator(client, img2img=load_workflow("builtin:img2img"),
+                                txt2img=load_workflow("builtin:txt2img"), checkpoint=None, steps=1, cfg=7.0,
+                                sampler="euler", scheduler="normal", width=k0.width, height=k0.height)
+        source = ComfyUISource(gen, prompts=prompts, prompt_period=10**9, seed=SeedPolicy("random", 0,
+                               random.Random(rng_seed)), denoise=0.5, start_image=k0, client=client, dream=dream)
+        try:
+            def make(previous, index):
+                if index in FAULTS:
+                    fake.sampler_next = [FAULTS[index]]
+                return source.next_keyframe(previous)
+            return loop(dream, make, count, encode)
+        finally:
+            source.close()
+
+
+def run_direct(settings: DreamSettings, k0: Image.Image, count: int, encode, csv: Path, rng_seed: int):
+    """The same hook calls as ComfyUISource makes, around drift_sample in-process."""
+    from tests.fake_comfyui import drift
+
+    dream, rng = Dream(settings, quality_path=csv), random.Random(rng_seed)
+
+    def make(previous, index):
+        if previous is None:
+            return Keyframe(k0, generated=False, origin="start_image")
+        plan = dream.plan_input(previous)
+        seed = rng.randrange(2**32)
+        for _ in range(3):
+            mode = FAULTS.get(index, "drift")
+            pixels = np.asarray(plan.image)
+            out = (drift.drift_sample(pixels, seed, plan.denoise or 0.5) if mode == "drift" else
+                   drift.collapse_sample(pixels, seed) if mode == "collapse" else drift.black_sample(pixels, seed))
+            keyframe = Keyframe(Image.fromarray(out), 0.0, "a dreamlike landscape", seed, True, "img2img")
+            if not dream.check_blank(keyframe.image):
+                dream.keyframe_made(keyframe)
+                return keyframe
+            seed, index = seed + 1, -1
+        return Keyframe(previous.image, 0.0, previous.prompt, seed, False, "skipped")
+
+    return loop(dream, make, count, encode)
+
+
+def loop(dream: Dream, make, count: int, encode) -> dict:
+    keyframes, rows, steps, observe_ms = [], [], [], []
+    previous = None
+    for index in range(count + 1):
+        keyframe = make(previous, index)
+        latent = encode(keyframe.image)
+        start = time.perf_counter()
+        row = dream.observe(keyframe, latent)
+        observe_ms.append((time.perf_counter() - start) * 1000)
+        if previous is not None:
+            step = float(np.abs(np.asarray(keyframe.image, np.int16) - np.asarray(previous.image, np.int16)).mean())
+            steps.append((step, row["reason"] in RESCUES))
+        rows.append(row)
+        keyframes.append(keyframe.image if index % 50 == 0 else None)
+        previous = keyframe
+    return {"rows": rows, "steps": steps, "thumbs": keyframes, "status": dream.status_fields(),
+            "observe_ms": statistics.median(observe_ms)}
+
+
+def cost_at_512() -> dict[str, float]:
+    """Median ms of metrics, detail grounding and palette grounding on a 512x512 picture."""
+    from skimage import data
+    image, ref = Image.fromarray(data.astronaut()), Image.fromarray(data.coffee()).resize((512, 512))
+    target, target_sharpness = PaletteTarget.of(ref), measure(ref).sharpness
+    timings = {"metrics": [], "detail": [], "reinhard": [], "histogram": []}
+    for _ in range(15):
+        for name, fn in (("metrics", lambda: measure(image)),
+                         ("detail", lambda: ground_detail(image, target_sharpness * 0.5)),
+                         ("reinhard", lambda: ground(image, target, mode="reinhard")),
+                         ("histogram", lambda: ground(image, target, mode="histogram"))):
+            start = time.perf_counter()
+            fn()
+            timings[name].append((time.perf_counter() - start) * 1000)
+    return {k: statistics.median(v) for k, v in timings.items()}
+
+
+def report(name: str, result: dict, threshold: float) -> None:
+    rows = result["rows"]
+    first = rows[0]
+    print(f"\n== control {name} ==")
+    print("keyframe " + " ".join(f"{m:>11}" for m in SHOWN) + "     novelty")
+    for k in CHECKPOINTS:
+        if k < len(rows):
+            r = rows[k]
+            nov = "" if r["novelty"] is None else f"{r['novelty']:.4f}"
+            print(f"{k:>8} " + " ".join(f"{r[m]:>11.4g}" for m in SHOWN) + f"  {nov:>10}")
+    worst = {m: max((r[m] / first[m] - 1 for r in rows), key=abs) for m in ("chroma", "sharpness", "l_mean",
+                                                                              "l_std", "saturation")}
+    print("worst deviation from K_0: " + ", ".join(f"{m} {v:+.1%}" for m, v in worst.items())
+          + f", magenta max {max(r['magenta'] for r in rows):.3f}")
+    novelty = [r["novelty"] for r in rows[1:] if r["novelty"] is not None]
+    run = longest = 0
+    for n in novelty:
+        run = run + 1 if n < threshold else 0
+        longest = max(longest, run)
+    print(f"novelty: mean {statistics.mean(novelty):.4f}, median {statistics.median(novelty):.4f}, "
+          f"below {threshold:g} for {sum(n < threshold for n in novelty)} keyframes, longest run {longest}")
+    events = result["status"]["events"]
+    print("events: " + ", ".join(f"{k} {v}" for k, v in events.items()))
+    anchored = [s for s, a in result["steps"] if a]
+    chained = [s for s, a in result["steps"] if not a]
+    for label, values in (("into a keyframe made from the anchor", anchored), ("chained", chained)):
+        if values:
+            print(f"picture step {label}: mean {statistics.mean(values):.2f}, max {max(values):.2f} levels "
+                  f"({len(values)} transitions)")
+    print(f"observe() per keyframe (metrics + novelty + quality.csv), median: {result['observe_ms']:.2f} ms")
+
+
+def contact_sheet(off: dict, on: dict, path: Path) -> None:
+    thumbs = [[t for t in run["thumbs"] if t is not None] for run in (off, on)]
+    w, h = thumbs[0][0].size
+    sheet = Image.new("RGB", (len(thumbs[0]) * (w + 2) + 40, 2 * (h + 14) + 2), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for row, (label, images) in enumerate(zip(("off", "on"), thumbs)):
+        draw.text((4, row * (h + 14) + h // 2), label, fill=(230, 230, 230))
+        for col, im in enumerate(images):
+            x, y = 40 + col * (w + 2), row * (h + 14) + 12
+            sheet.paste(im, (x, y))
+            if row == 0:
+                draw.text((x, 0), str(col * 50), fill=(200, 200, 200))
+    sheet.save(path)
+
+
+def plot(off: dict, on: dict, path: Path) -> None:
+    width, height, pad = 1000, 360, 40
+    image = Image.new("RGB", (width + 2 * pad, 2 * height + 3 * pad), "white")
+    draw = ImageDraw.Draw(image)
+    chroma0 = off["rows"][0]["chroma"]
+    panels = (("magenta-crimson share (0..1)", lambda r: r["magenta"], 1.0),
+              ("chroma / chroma of K_0 (0..3)", lambda r: r["chroma"] / chroma0, 3.0))
+    for p, (title, value, top) in enumerate(panels):
+        y0 = pad + p * (height + pad)
+        draw.rectangle((pad, y0, pad + width, y0 + height), outline="black")
+        draw.text((pad + 4, y0 + 4), f"{title}; red = control off, blue = control on", fill="black")
+        for run, colour in ((off, (200, 30, 30)), (on, (30, 60, 200))):
+            rows = run["rows"]
+            points = [(pad + i * width / max(1, len(rows) - 1), y0 + height - min(top, value(r)) / top * height)
+                      for i, r in enumerate(rows)]
+            draw.line(points, fill=colour, width=1)
+        if p == 1:
+            y1 = y0 + height - height / top
+            draw.line((pad, y1, pad + width, y1), fill=(120, 120, 120))
+    image.save(path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keyframes", type=int, default=1000)
+    parser.add_argument("--size", default="128x64")
+    parser.add_argument("--direct", action="store_true", help="no fake server: the hooks around drift_sample")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    OUT.mkdir(parents=True, exist_ok=True)
+    k0, encode = start_image(width, height), Encoder()
+    import inspect
+
+    from backend.keyframes import ComfyUISource
+    has_hook = "dream" in inspect.signature(ComfyUISource).parameters
+    direct = args.direct or not has_hook
+    run = run_direct if direct else run_source
+    print(f"path: {'Dream hooks around drift_sample in-process' if direct else 'ComfyUISource(dream=...) -> KeyframeGenerator -> ComfyClient -> fake ComfyUI (drift sampler)'}; "
+          f"{args.keyframes} keyframes each way at {width}x{height}, latents from TAEF2")
+    results = {}
+    for name, settings in (("off", DreamSettings(control=False)), ("on", DreamSettings())):
+        csv = OUT / f"quality_{name}.csv"
+        for old in OUT.glob(f"quality_{name}.csv*"):
+            old.unlink()
+        start = time.perf_counter()
+        results[name] = run(settings, k0, args.keyframes, encode, csv, args.seed)
+        print(f"control {name}: {time.perf_counter() - start:.0f} s")
+    threshold = DreamSettings().collapse_novelty
+    for name in ("off", "on"):
+        report(name, results[name], threshold)
+    cost = cost_at_512()
+    print("\ncost at 512x512 (median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in cost.items())
+          + f"; metrics + detail + reinhard = {cost['metrics'] + cost['detail'] + cost['reinhard']:.1f} ms")
+    contact_sheet(results["off"], results["on"], OUT / "drift_contact.png")
+    plot(results["off"], results["on"], OUT / "drift_plot.png")
+    print(f"wrote {OUT / 'drift_contact.png'} and {OUT / 'drift_plot.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
