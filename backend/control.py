@@ -13,13 +13,14 @@ already seen is never applied again. The first successful read after the daemon 
 baseline (clicks made while no daemon ran are stale); a count that went down (the skin was
 reinstalled) re-baselines that command.
 
-Only what the skin can write counts: a Count or Seq value is a plain non-negative whole number
-(``12``, or ``12.0`` as Rainmeter writes formula results) below 10**15. Anything else (a missing
-key, ``-5``, ``1e400``, ``inf``, text) is garbage: that command is ignored with one log line and
-forgotten, so its next good value is a fresh baseline and nothing is ever applied from garbage.
-A count that jumps by more than MAX_STEP between two reads is no burst of clicks either: it is
-re-baselined, not applied. A whole file that stays unreadable is logged once, then ignored until
-it changes.
+Only what the skin can write counts: a Count is a plain non-negative whole number (``12``, or
+``12.0`` as Rainmeter writes formula results) below 10**15. Anything else (a missing key, ``-5``,
+``1e400``, ``inf``, text) is garbage: ignored with one log line, and the count last read well stays
+the one a later good value is compared with, so garbage is never acted on and never turns into
+clicks. A Seq only orders the commands of one read: a garbage Seq is logged and sorts first. A
+count that jumps by more than MAX_STEP between two good reads is no burst of clicks either: it
+is taken as a new baseline, not applied. A whole file that stays unreadable is logged once, then
+ignored until it changes.
 
 Rainmeter rewrites the whole file in place for every key (CreateFile(CREATE_ALWAYS, no
 sharing) + WriteFile), so a reader can meet a locked, empty or cut-off file. Those reads are
@@ -176,23 +177,26 @@ class ControlFile:
         for name, stem in COMMANDS.items():
             raw_count, raw_seq = values.get(stem.lower() + "count"), values.get(stem.lower() + "seq")
             count, seq = parse_counter(raw_count), parse_counter(raw_seq)
-            if count is None or seq is None:
-                garbage[name] = f"{stem}Count={_shown(raw_count)} {stem}Seq={_shown(raw_seq)}"
-            else:
-                readings[name] = (count, seq)
+            if count is None:
+                garbage[name] = f"{stem}Count={_shown(raw_count)}"
+            elif seq is None and raw_seq is not None:
+                garbage[name] = f"{stem}Seq={_shown(raw_seq)}"
+            if count is not None:
+                readings[name] = (count, seq or 0)
         newly_bad = [garbage[name] for name in garbage if name not in self._bad]
         if newly_bad:
             log.warning("control file %s: ignored values that are not click counts: %s", self.path,
                         ", ".join(newly_bad))
         self._bad = frozenset(garbage)
-        # A command with garbage is forgotten: its next good count is a baseline, never a click.
-        previous, self._counts = self._counts, {name: count for name, (count, _) in readings.items()}
-        if previous is None:
+        first, previous = self._counts is None, dict(self._counts or {})
+        # A garbage count keeps the last good one: the next good value is compared with that.
+        self._counts = {**previous, **{name: count for name, (count, _) in readings.items()}}
+        if first:
             log.debug("control file baseline: %s", self._counts)
             return []
         issued: list[tuple[int, int, str]] = []
         for order, (name, (count, seq)) in enumerate(readings.items()):
-            if name not in previous:
+            if name not in previous:  # its first good value: a baseline
                 continue
             delta = count - previous[name]
             if delta < 0:

@@ -257,6 +257,7 @@ def test_a_count_that_is_no_whole_number_is_ignored_with_one_log_line(tmp_path, 
 
 
 def test_a_negative_count_then_a_file_without_that_key_applies_nothing(tmp_path, caplog) -> None:
+    """The count read well before the garbage stays the reference: 0 again is no click."""
     writes, control = Writes(tmp_path / "Control.ini"), ControlFile(tmp_path / "Control.ini")
     writes.put(control_bytes({}))
     control.poll()
@@ -264,7 +265,7 @@ def test_a_negative_count_then_a_file_without_that_key_applies_nothing(tmp_path,
     assert control.poll() == []
     writes.put(control_bytes({"PauseCount": None}))
     assert control.poll() == []
-    writes.put(control_bytes({"PauseCount": "0"}))  # good again: a new baseline, not five clicks
+    writes.put(control_bytes({"PauseCount": "0"}))  # good again, as before the garbage: not five clicks
     assert control.poll() == []
     writes.put(control_bytes({"PauseCount": "1", "PauseSeq": "1"}))
     assert control.poll() == ["pause"]
@@ -278,6 +279,26 @@ def test_a_count_that_jumps_by_more_than_max_step_is_a_new_baseline_not_clicks(t
     assert control.poll() == []
     writes.put(control_bytes({"NextPromptCount": str(3 + MAX_STEP + 3)}))
     assert control.poll() == ["next_prompt", "next_prompt"]
+
+
+def test_a_click_after_garbage_counts_from_the_last_good_value(tmp_path) -> None:
+    writes, control = Writes(tmp_path / "Control.ini"), ControlFile(tmp_path / "Control.ini")
+    writes.put(control_bytes({"QuitCount": "2"}))
+    control.poll()
+    writes.put(control_bytes({"QuitCount": "x"}))
+    assert control.poll() == []
+    writes.put(control_bytes({"QuitCount": "3", "QuitSeq": "5"}))
+    assert control.poll() == ["quit"]
+
+
+def test_a_garbage_seq_is_logged_and_only_changes_the_order(tmp_path, caplog) -> None:
+    writes, control = Writes(tmp_path / "Control.ini"), ControlFile(tmp_path / "Control.ini")
+    writes.put(control_bytes({}))
+    control.poll()
+    writes.put(control_bytes({"PauseCount": "1", "PauseSeq": "../../etc/passwd", "ResumeCount": "1",
+                              "ResumeSeq": "1e400", "NextPromptCount": "1", "NextPromptSeq": "7"}))
+    assert control.poll() == ["pause", "resume", "next_prompt"]
+    assert len(warnings(caplog)) == 1 and "PauseSeq='../../etc/passwd'" in warnings(caplog)[0]
 
 
 def test_garbage_in_one_command_does_not_hide_a_click_of_another(tmp_path) -> None:
@@ -302,7 +323,7 @@ def test_a_damaged_file_that_stays_is_logged_once_and_read_again_once_rewritten(
 
 def _oracle_counts(data: bytes) -> dict[str, int] | None:
     """Independent of ControlFile's counting: the counts a readable file holds, a command left out
-    when its Count or Seq is not what the skin writes; None when the file is not readable at all."""
+    when its Count is not what the skin writes; None when the file is not readable at all."""
     from backend.control import SENTINEL_SECTION, decode_ini_bytes, parse_ini
 
     text = decode_ini_bytes(data)
@@ -319,12 +340,8 @@ def _oracle_counts(data: bytes) -> dict[str, int] | None:
             return None
         return int(head)
 
-    counts = {}
-    for name, stem in COMMANDS.items():
-        count, seq = whole(variables.get(stem.lower() + "count")), whole(variables.get(stem.lower() + "seq"))
-        if count is not None and seq is not None:
-            counts[name] = count
-    return counts
+    counts = {name: whole(variables.get(stem.lower() + "count")) for name, stem in COMMANDS.items()}
+    return {name: count for name, count in counts.items() if count is not None}
 
 
 _values = st.one_of(
@@ -349,18 +366,17 @@ def test_any_bytes_never_raise_and_yield_exactly_the_sane_count_increases(files:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "Control.ini"
         writes, control = Writes(path), ControlFile(path)
-        before: dict[str, int] | None = None
-        first = True
+        last_good: dict[str, int] | None = None  # per command, the count of the last file where it was good
         for data in files:
             writes.put(data)
             got = Counter(control.poll())
             now = _oracle_counts(data)
             expected: Counter[str] = Counter()
             if now is not None:
-                if not first and before is not None:
+                if last_good is not None:
                     for name, count in now.items():
-                        delta = count - before.get(name, count)
+                        delta = count - last_good.get(name, count)
                         if 0 < delta <= MAX_STEP:
                             expected[name] = delta
-                before, first = now, False
+                last_good = {**(last_good or {}), **now}
             assert got == expected
