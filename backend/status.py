@@ -9,12 +9,12 @@ Every key of STATUS_KEYS is always present (build the dict with `new_status(**fi
     fps              float, achieved                        target_fps   float, configured
     stalls           int, display holds so far              stall_seconds  float, their total time
     keyframe_latency float s, last keyframe's ComfyUI time  prompt       str
-    comfyui          connected | unavailable | not_used     last_error   str, "" if none
+    comfyui          see below                              last_error   str, "" if none
     uptime           float s                                frame_file   ring file relative to output_dir,
     updated          float, unix time                                    forward slashes: frames/frame_1.png
     version          str                                    pause_reason str, why paused ("" if not paused)
 
-    comfyui is starting | connected | unavailable for a ComfyUI source, not_used for a folder.
+    comfyui is starting | connected | unavailable for a ComfyUI source, not_used for a folder source.
 
 Optional keys, present only when given (OPTIONAL_KEYS, with their types):
 
@@ -31,13 +31,14 @@ Files (UTF-8 without BOM, "\n" line ends):
 * status.json - `{"state": "live", ...}`: keys in STATUS_KEYS order (extra keys after them, sorted);
   non-finite floats become null.
 * status.txt - one `key=value` line per key in the FIXED order of STATUS_KEYS (extra keys after
-  them, sorted; dict values such as quality left out), ending with "\n". Every value is on one line: control characters (newlines,
-  tabs, ...) and U+2028/U+2029 become spaces. Floats have 3 decimals, None is empty. Rainmeter's
-  WebParser reads file:// as UTF-8 by default. A skin reads one value with
+  them, sorted; dict values such as quality left out), ending with "\n". Every value is on one
+  line: control characters (newlines, tabs, ...) and U+2028/U+2029 become spaces. Floats have 3
+  decimals, None is empty. Rainmeter's WebParser reads file:// as UTF-8 by default. A skin reads
+  one value with
   `RegExp=(?siU)frame_file=(.*)\n`, or all of them with RAINMETER_REGEXP (StringIndex = 1-based
   position in STATUS_KEYS: 1 state, 2 frame, ..., 17 frame_file, 18 updated, 19 version,
   20 pause_reason):
-  `(?siU)^state=(.*)\nframe=(.*)\n ... version=(.*)\n`
+  `(?siU)^state=(.*)\nframe=(.*)\n ... pause_reason=(.*)\n`
 * status.js - `window.REVERIE_STATUS = {...};` for the HTML page (a <script src> works on file://
   where fetch() of a JSON file does not). The object is status.json's, all ASCII, with <, > and &
   written as \u003c, \u003e, \u0026, so a prompt containing "</script>" cannot end the script, and
