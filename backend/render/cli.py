@@ -78,6 +78,9 @@ def main(argv: list[str]) -> int:
     except UsageError as problem:
         print(f"reverie render: {problem}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:          # during the checks, before any frame: nothing to keep
+        print("reverie render: stopped before the first frame", file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 The script below runs inside the real ComfyUI's own venv (tests/real_comfyui/build.py): it builds
 ComfyUI's UNet, CLIP-L text encoder and KL VAE modules only to learn the original single-file
 key names and shapes (``model.diffusion_model.*``, ``cond_stage_model.transformer.*``,
-``first_stage_model.*``), then fills every tensor from one seeded generator and saves the file.
+``first_stage_model.*``), then fills every tensor from one seeded generator and saves the file, with the model-spec
+architecture in its metadata as trainers write it.
 The UNet keeps what ComfyUI's detection matches SD1.5 on (model_channels 320, context_dim 768,
 conv proj_in, no ADM) with one level and one res block, so sampling 64x64 on a CPU takes
 a second; CLIP and VAE are full size, because ComfyUI builds them from fixed configs.
@@ -57,7 +58,7 @@ for key in sorted(shapes):
     else:                                                  # fan-in scaled, so activations stay O(1)
         fan_in = math.prod(shape[1:])
         state[key] = (torch.randn(shape, generator=generator) / math.sqrt(fan_in)).to(torch.float16)
-save_file(state, args[1])
+save_file(state, args[1], metadata={"modelspec.architecture": "stable-diffusion-v1"})
 '''
 
 
