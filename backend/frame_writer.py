@@ -71,17 +71,21 @@ def _create_temp(path: Path) -> tuple[int, str]:
     or another account reads current_frame.png and status.js under the usual umask 022, and a user
     who wants privacy sets 077. (tempfile.mkstemp would make every output file owner-only. On
     Windows the mode only sets the read-only flag, which 0o666 leaves off.)"""
+    denied: PermissionError | None = None
     for _ in range(100):
         tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
         try:
             return os.open(tmp, _TEMP_FLAGS, 0o666), tmp
         except FileExistsError:
             continue
-        except PermissionError:
+        except PermissionError as e:
             # Windows answers a name still pending deletion with access denied: try another name
             if os.name == "nt" and path.parent.is_dir():
+                denied = e
                 continue
             raise
+    if denied is not None:  # denied every time: the folder itself is not writable
+        raise denied
     raise FileExistsError(errno.EEXIST, "no free temp file name", str(path.parent))
 
 
