@@ -7,6 +7,7 @@ each run, one frame in memory at a time.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,8 +17,36 @@ from PIL import Image
 from backend.render.video import VideoWriter
 
 
+MANIFEST = "render.json"
+
+
 def png_name(index: int) -> str:
     return f"frame_{index:06d}.png"
+
+
+def claim_png_dir(png_dir: Path, settings: dict, *, resume: bool) -> None:
+    """Make `png_dir` hold this render's frames, recording `settings` (JSON-able) beside them.
+
+    With resume, PNGs recorded under other settings are refused (ValueError, one sentence): they
+    would be spliced into a different walk. Without it, the frames of an earlier render go first,
+    so a shorter render cannot leave stale frames behind its last one.
+    """
+    manifest = png_dir / MANIFEST
+    try:
+        recorded = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    if resume and isinstance(recorded, dict) and recorded != settings:
+        changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
+        raise ValueError(f"the PNGs in {png_dir} are from a render with other {', '.join(changed)}: "
+                         f"drop --resume to render again, or choose another --output")
+    png_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        for old in png_dir.glob("frame_[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+            old.unlink()
+    temp = manifest.with_name(MANIFEST + ".tmp")
+    temp.write_text(json.dumps(settings, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(temp, manifest)
 
 
 class FrameSink:

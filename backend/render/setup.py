@@ -71,7 +71,7 @@ def prepare(args) -> RenderJob:
     from backend.comfyui.pool import PoolError, ServerPool
     from backend.comfyui.workflow import WorkflowError, load_workflow
     from backend.render.families import FAMILIES, detect, refusal
-    from backend.render.frames_out import FrameSink
+    from backend.render.frames_out import FrameSink, claim_png_dir
     from backend.render.graphs import check_walkable
     from backend.render.transfer import checkpoint_metadata
     from backend.render.video import VideoError, check_codec
@@ -122,6 +122,14 @@ def prepare(args) -> RenderJob:
         pool.close()
         raise
     job = FrameJob(workflow, sampling, family, websocket_output="SaveImageWebsocket" in info)
+    if out.png_dir is not None:
+        settings = {"seeds": list(args.seeds), "frames": args.frames, "loop": args.loop, "family": family.name,
+                    "workflow": workflow.source, **sampling.__dict__}
+        try:
+            claim_png_dir(out.png_dir, settings, resume=args.resume)
+        except (ValueError, OSError) as exc:
+            pool.close()
+            raise UsageError(str(exc)) from None
     sink = FrameSink(video=out.video, png_dir=out.png_dir, fps=args.fps or config.display.fps,
                      size=(sampling.width, sampling.height), crf=args.crf, codec=args.codec)
     return RenderJob(frames, job, pool, sink, out, family, reason)

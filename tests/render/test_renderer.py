@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from backend.comfyui.pool import ServerPool
-from backend.render.frames_out import FrameSink, png_name
+from backend.render.frames_out import FrameSink, claim_png_dir, png_name
 from backend.render.renderer import render
 from backend.render.video import read_frames
 from tests.render.conftest import quick_client
@@ -76,3 +76,23 @@ def test_ctrl_c_stops_at_once_and_leaves_a_playable_mp4_with_the_frames_so_far(f
     video = read_frames(tmp_path / "walk.mp4")
     assert 1 <= len(video) == result.written < 20
     assert sorted(p.name for p in (tmp_path / "frames").glob("*.png")) == [png_name(i) for i in range(result.written)]
+
+
+def test_resume_refuses_pngs_of_a_walk_with_other_settings(tmp_path):
+    folder = tmp_path / "frames"
+    claim_png_dir(folder, {"seeds": [1, 2], "steps": 20}, resume=False)
+    (folder / png_name(0)).write_bytes(b"x")
+    with pytest.raises(ValueError, match="other seeds: drop --resume"):
+        claim_png_dir(folder, {"seeds": [1, 3], "steps": 20}, resume=True)
+    claim_png_dir(folder, {"seeds": [1, 2], "steps": 20}, resume=True)
+    assert (folder / png_name(0)).exists(), "the same settings keep their frames"
+
+
+def test_a_fresh_render_clears_the_frames_of_an_earlier_one_and_nothing_else(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in range(5):
+        (folder / png_name(index)).write_bytes(b"x")
+    (folder / "notes.txt").write_text("mine")
+    claim_png_dir(folder, {"seeds": [1, 2]}, resume=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "render.json"]
