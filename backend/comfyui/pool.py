@@ -4,8 +4,9 @@ One worker thread per server takes the next item from a shared queue, so a fast 
 takes more. Results come back in item order through `map_ordered`, which lets workers run at
 most `ahead` items past the oldest one not yet handed out: memory stays bounded however long
 the job list. A server that stops answering mid-job has its item put back at the front of the
-queue for another server, and is polled until it answers again. A job the server rejects
-or fails is retried on the next server a limited number of times, then stops the whole map.
+queue for another server, and is polled until it answers again. A job that fails while
+running (ExecutionFailed) goes back to the queue for whichever server is free next, up to
+`attempts` tries; any other error (a rejected graph) stops the whole map at once.
 """
 
 from __future__ import annotations
