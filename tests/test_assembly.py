@@ -132,3 +132,123 @@ def test_schedule_settings_carry_every_schedule_value_of_the_config():
     assert (settings.resolution, settings.mode, settings.interpolation_frames) == ((320, 192), "img2img", 7)
     assert (settings.use_vae_interpolation, settings.interpolation_method, settings.easing) == (False, "linear", "cosine")
     assert (settings.show_raw_keyframes, settings.fps, settings.max_batch) == (True, 3.5, 5)
+
+
+def test_build_source_passes_every_comfyui_and_keyframe_setting_on(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (90, 70), "blue").save(tmp_path / "start.png")
+    config = parse_config({
+        "comfyui": {"url": "http://127.0.0.1:9", "request_timeout": 2.5, "job_timeout": 42,
+                    "checkpoint": "mine.safetensors"},
+        "keyframes": {"steps": 9, "cfg": 3.5, "sampler": "dpmpp_2m", "scheduler": "karras", "prompt_period": 4,
+                      "start_image": "start.png", "seed": {"policy": "increment", "value": 11}},
+        "generation": {"resolution": [96, 64], "hybrid": {"keyframe_denoise": 0.3}}}, base_dir=tmp_path)
+    source, client = build_source(config)
+    try:
+        generator = source.generator
+        assert source.client is client and client.url == "http://127.0.0.1:9"
+        assert (client.request_timeout, client.jobs.job_timeout) == (2.5, 42.0)
+        assert generator.client is client and generator.checkpoint == "mine.safetensors"
+        assert (generator.steps, generator.cfg, generator.sampler, generator.scheduler) == (9, 3.5, "dpmpp_2m", "karras")
+        assert (generator.width, generator.height) == (96, 64)
+        assert "image" in generator.img2img.roles and generator.txt2img.roles.get("image") is None
+        assert source.start_image.size == (96, 64) and source.denoise == 0.3
+        assert (source.seeds.policy, source.rotation.period) == ("increment", 4)
+    finally:
+        source.close()
+
+
+def test_build_source_gives_a_folder_source_fitted_to_the_resolution_with_the_start_image_first(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (50, 50), "red").save(tmp_path / "imgs" / "a.png")
+    Image.new("RGB", (30, 90), "green").save(tmp_path / "start.png")
+    config = parse_config({"keyframes": {"source": "folder", "folder": "imgs", "start_image": "start.png"},
+                           "generation": {"resolution": [96, 64]}}, base_dir=tmp_path)
+    source, client = build_source(config)
+    first, second = source.next_keyframe(None), source.next_keyframe(None)
+    assert client is None and (first.origin, second.origin) == ("start_image", "a.png")
+    assert first.image.size == second.image.size == (96, 64)
+
+
+def test_an_unusable_workflow_file_is_one_user_error_naming_it(tmp_path):
+    from backend.assembly import UserError
+
+    (tmp_path / "wf.json").write_text("{not json")
+    config = parse_config({"comfyui": {"url": "http://127.0.0.1:9", "workflow": "wf.json"}}, base_dir=tmp_path)
+    with pytest.raises(UserError) as info:
+        build_source(config)
+    assert str(info.value).startswith("The ComfyUI workflow cannot be used: workflow ") and "not valid JSON" in str(info.value)
+
+
+def two_checkpoint_workflow(tmp_path) -> Path:
+    import json
+
+    graph = json.loads((Path(__file__).resolve().parent.parent / "backend/comfyui/workflows/img2img_sd15.json").read_text())
+    graph["50"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "other.safetensors"}}
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(graph))
+    return path
+
+
+def test_workflow_vae_and_build_source_follow_the_configured_node_ids(tmp_path):
+    from backend.assembly import workflow_vae
+
+    workflow = two_checkpoint_workflow(tmp_path)
+    config = parse_config({"comfyui": {"url": "http://127.0.0.1:9", "workflow": str(workflow),
+                                       "txt2img_workflow": str(workflow), "node_ids": {"checkpoint": "50"}}})
+    assert workflow_vae(config) == ("other.safetensors", None)
+    source, _ = build_source(config)
+    try:
+        assert source.generator.img2img.roles["checkpoint"] == "50" == source.generator.txt2img.roles["checkpoint"]
+    finally:
+        source.close()
+
+
+def test_build_encoder_is_none_without_a_vae_and_a_user_error_when_weights_are_missing(tmp_path):
+    from backend.assembly import UserError, build_encoder, needs_vae
+
+    crossfade = parse_config({"generation": {"hybrid": {"use_vae_interpolation": False}}})
+    img2img = parse_config({"generation": {"mode": "img2img"}})
+    assert (needs_vae(crossfade), needs_vae(img2img), needs_vae(parse_config({}))) == (False, False, True)
+    assert build_encoder(crossfade) is None
+    config = parse_config({"vae": {"kind": "tiny", "source": str(tmp_path / "nope_encoder.pth")}})
+    with pytest.raises(UserError) as info:
+        build_encoder(config)
+    assert str(info.value).startswith("Get the tiny VAE (TAESD)") and "does not exist" in str(info.value)
+
+
+def test_build_encoder_loads_the_configured_tiny_pair(tmp_path):
+    import torch
+
+    from backend.assembly import build_encoder
+    from backend.interpolation.taesd import build_decoder
+    from backend.interpolation.taesd import build_encoder as tiny_encoder
+
+    torch.save(tiny_encoder(4, False).state_dict(), tmp_path / "taesd_encoder.pth")
+    torch.save(build_decoder(4, False).state_dict(), tmp_path / "taesd_decoder.pth")
+    encoder = build_encoder(parse_config({"vae": {"kind": "tiny", "source": str(tmp_path), "device": "cpu",
+                                                  "max_batch": 3}}))
+    assert (encoder.kind, encoder.family, encoder.runner.max_batch) == ("tiny", "sd1", 3)
+
+
+def test_a_vae_file_that_is_not_a_vae_is_a_user_error_saying_to_check_the_vae_section(tmp_path):
+    from backend.assembly import UserError, build_encoder
+
+    (tmp_path / "x.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError) as info:
+        build_encoder(parse_config({"vae": {"kind": "kl", "source": str(tmp_path / "x.safetensors"), "device": "cpu"}}))
+    assert "x.safetensors" in str(info.value)
+
+
+def test_one_sentence_joins_a_rejection_summary_and_its_lines():
+    from backend.assembly import _one_sentence
+
+    class Rejected(Exception):
+        summary = "ComfyUI refused the workflow:"
+        lines = ["checkpoint x not found", "sampler y unknown"]
+
+    assert _one_sentence(Rejected()) == "ComfyUI refused the workflow: checkpoint x not found; sampler y unknown."
+    assert _one_sentence(ValueError("first line.\nsecond")) == "first line."
