@@ -583,3 +583,121 @@ def test_the_vae_option_overrides_vae_source_with_an_absolute_path(tmp_path, mon
     with pytest.raises(ConfigError) as info:
         with_overrides(parse_config({}), vae="missing_folder")
     assert info.value.problems[0].startswith("--vae: no such file or folder: missing_folder")
+
+
+# -- the checkers, called directly (the declarations build theirs once, at import) ----------------
+
+def bad_message(check, value) -> str:
+    from backend.config_checks import Bad
+
+    with pytest.raises(Bad) as info:
+        check(value)
+    return str(info.value)
+
+
+def test_number_checker_accepts_numbers_in_range_and_names_what_is_wrong():
+    from backend.config_checks import number
+
+    check = number(0.1, 60.0)
+    assert check(5) == 5.0 and isinstance(check(5), float) and check(0.1) == 0.1 and check(60) == 60.0
+    assert bad_message(check, "abc") == "must be a number, got 'abc'"
+    assert bad_message(check, True) == "must be a number, got True"
+    assert bad_message(check, float("inf")) == "must be a number, got inf"
+    assert bad_message(check, 100) == "must be between 0.1 and 60, got 100"
+    assert check.range == (0.1, 60.0)
+
+
+def test_integer_checker_accepts_whole_numbers_in_range_only():
+    from backend.config_checks import integer
+
+    check = integer(1, 150)
+    assert check(1) == 1 and check(150) == 150
+    assert bad_message(check, 2.0) == "must be a whole number, got 2.0"
+    assert bad_message(check, False) == "must be a whole number, got False"
+    assert bad_message(check, 0) == "must be between 1 and 150, got 0"
+
+
+def test_text_choice_and_device_checkers():
+    from backend.config_checks import choice, device, text
+
+    assert text()("  euler ") == "euler" and text(optional=True)(None) is None
+    assert bad_message(text(), "  ") == "must be a non-empty text, got '  '"
+    assert bad_message(text(optional=True), 5) == "must be a non-empty text or null, got 5"
+    assert choice("INFO", "DEBUG", upper=True)(" debug") == "DEBUG" and choice("a", "b")(" B ") == "b"
+    assert bad_message(choice("a", "b"), "c") == "must be one of a, b, got 'c'"
+    assert device(" CUDA:1 ") == "cuda:1"
+    assert bad_message(device, "gpu") == "must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"
+
+
+def test_prompts_checker_reads_texts_and_prompt_negative_pairs():
+    from backend.config import Prompt
+    from backend.config_checks import prompts
+
+    check = prompts(Prompt)
+    assert check([" a cat ", {"prompt": " a dog ", "negative": " blur "}, {"prompt": "fox"}]) == (
+        Prompt("a cat", ""), Prompt("a dog", "blur"), Prompt("fox", ""))
+    assert bad_message(check, []) == "must be a non-empty list of prompts, got list []"
+    assert bad_message(check, ["ok", {"prompt": "x", "weight": 2}]).startswith("item 1 must be a text or")
+
+
+def test_show_describes_values_briefly():
+    from backend.config_checks import show
+
+    assert (show(None), show(5), show("x"), show([1, 2])) == ("nothing (null)", "5", "'x'", "list [1, 2]")
+    assert len(show("y" * 500)) <= 60
+
+
+def test_path_checks_resolve_against_the_config_folder_and_say_what_is_wrong(tmp_path):
+    from backend.config_checks import Section
+    from backend.config_schema import path_rule
+
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    section = Section({}, "k", Config, [], tmp_path)
+    assert path_rule(must="dir").make(section)("dir") == tmp_path / "dir"
+    assert path_rule(optional=True).make(section)(None) is None
+    assert path_rule(must="file").make(section)(" file.txt ") == tmp_path / "file.txt"
+    assert bad_message(path_rule(must="dir").make(section), "nope") == f"folder not found: {tmp_path / 'nope'}"
+    assert bad_message(path_rule(must="dir").make(section), "file.txt") == f"is a file, not a folder: {tmp_path / 'file.txt'}"
+    assert bad_message(path_rule(must="file").make(section), "nope") == f"file not found: {tmp_path / 'nope'}"
+    assert bad_message(path_rule(must="file").make(section), "dir") == f"is a folder, not a file: {tmp_path / 'dir'}"
+    assert bad_message(path_rule(optional=True).make(section), 5) == "must be a path or null, got 5"
+    assert bad_message(path_rule().make(section), "a\x00b") == "must be a path, got 'a\\x00b'"
+
+
+def test_model_source_tells_paths_from_hugging_face_ids(tmp_path):
+    from backend.config_checks import Section
+
+    section = Section({}, "vae", Config, [], tmp_path)
+    (tmp_path / "local").mkdir()
+    assert section.model_source(None) is None
+    assert section.model_source(" stabilityai/sd-vae-ft-mse ") == "stabilityai/sd-vae-ft-mse"
+    for text, resolved in (("./w/vae", "w/vae"), (".hidden/x", ".hidden/x"), ("a/vae.safetensors", "a/vae.safetensors"),
+                           ("local", "local")):
+        assert section.model_source(text) == str(tmp_path / resolved), text
+    assert bad_message(section.model_source, "") == "must be a path, a Hugging Face id or null, got ''"
+    assert bad_message(section.model_source, "a\x00b").startswith("must be a path, a Hugging Face id or null")
+
+
+def test_a_yaml_syntax_error_names_the_exact_line_and_column(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("display:\n  fps: 10\n  x: [1, 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems[0].startswith("YAML syntax error at line 4, column 1: ")
+
+
+def test_watcher_logs_say_what_was_ignored_reloaded_or_needs_a_restart(tmp_path, caplog):
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
+    with caplog.at_level(logging.INFO, logger="backend.config"):
+        write(path, "display: {fps: 0}\n")
+        clock.now += 1
+        watcher.poll()
+        write(path, "display: {fps: 12, output_dir: o2}\nvae: {kind: tiny}\n")
+        clock.now += 1
+        watcher.poll()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("invalid config") and m.endswith("config edit ignored; the running config is kept")
+               for m in messages)
+    assert "config: vae.kind, display.output_dir changed; restart Reverie to apply" in messages
+    assert "config reloaded: display.fps" in messages
