@@ -36,7 +36,7 @@ TARGETS = {
 }
 COPIED = ["backend", "tests", "pyproject.toml", "config.yaml"]
 # mutmut's exit-code meaning (mutmut/stats.py), folded into the three columns of the table.
-KILLED, SURVIVED, TIMEOUT = "killed", "survived", "timeout"
+KILLED, SURVIVED, TIMEOUT, NO_TESTS = "killed", "survived", "timeout", "no tests"
 NO_NAME = "__no_such_mutant__"  # a filter that matches nothing: mutmut generates and maps, then stops
 
 
@@ -94,6 +94,12 @@ def status_of(code: int | None) -> str:
     return {"killed": KILLED, "survived": SURVIVED, "timeout": TIMEOUT}.get(status, status)
 
 
+def function_of(name: str) -> str:
+    """`pkg.mod.xǁClassǁmethod__mutmut_3` -> `Class.method`; `pkg.mod.x_func__mutmut_1` -> `func`."""
+    mangled = name.rsplit("__mutmut_", 1)[0].rsplit(".", 1)[-1]
+    return mangled.removeprefix("x_").removeprefix("x\u01c1").replace("\u01c1", ".")
+
+
 def describe(work: Path, name: str, files: list[str]) -> str:
     """`file:line  old -> new` for one mutant, from the mutated copy of its function."""
     shown = subprocess.run([shutil.which("mutmut") or "mutmut", "show", name], cwd=work, capture_output=True,
@@ -102,17 +108,19 @@ def describe(work: Path, name: str, files: list[str]) -> str:
     added = [line[1:] for line in shown.splitlines() if line.startswith("+") and not line.startswith("+++")]
     if not removed:
         return f"{name}: {' / '.join(a.strip() for a in added) or '(no diff)'}"
-    where = "?"
+    # The diff shows the function on its own, so find the changed line in the file, after the def.
+    where, method = "?", function_of(name).rsplit(".", 1)[-1]
     for path in files:
-        lines = (work / path).read_text(encoding="utf-8").splitlines()
-        hits = [i + 1 for i, line in enumerate(lines) if line == removed[0]]
+        lines = [line.strip() for line in (work / path).read_text(encoding="utf-8").splitlines()]
+        start = next((i for i, line in enumerate(lines) if re.match(rf"(async )?def {re.escape(method)}\(", line)), 0)
+        hits = [i + 1 for i, line in enumerate(lines) if line == removed[0].strip() and i >= start]
         if hits:
-            where = f"{path}:{hits[0]}" + ("" if len(hits) == 1 else f" (or {len(hits) - 1} more)")
+            where = f"{path}:{hits[0]}"
             break
     change = "; ".join(f"{r.strip()}  ->  {a.strip()}" for r, a in zip(removed, added))
     if len(added) != len(removed):
         change = " / ".join(r.strip() for r in removed) + "  ->  " + " / ".join(a.strip() for a in added)
-    return f"{where}  {change}  [{name}]"
+    return f"{where}  {change}  [{function_of(name)} #{name.rsplit('_', 1)[-1]}]"
 
 
 def run_module(module: str, tree: Path, scratch: Path, args, log) -> dict:
@@ -146,21 +154,27 @@ def summarize(module: str, work: Path, seconds: float) -> dict:
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
     survivors = [describe(work, name, files) for name, status in sorted(statuses.items()) if status == SURVIVED]
+    # Mutants in functions that the module's tests never call: listed per function, not one by one.
+    uncovered: dict[str, int] = {}
+    for name, status in statuses.items():
+        if status == NO_TESTS:
+            uncovered[function_of(name)] = uncovered.get(function_of(name), 0) + 1
     return {"module": module, "generated": len(names), "tested": len(chosen), "counts": counts,
-            "survivors": survivors, "seconds": seconds}
+            "survivors": survivors, "uncovered": uncovered, "seconds": seconds}
 
 
 def table(rows: list[dict], label: str) -> str:
-    out = [f"| module ({label}) | mutants | tested | killed | survived | timeout | other | survived % | minutes |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [f"| module ({label}) | mutants | tested | killed | survived | timeout | no tests | other | "
+           "survived % of judged | minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         c = row["counts"]
-        other = sum(v for k, v in c.items() if k not in (KILLED, SURVIVED, TIMEOUT))
+        other = sum(v for k, v in c.items() if k not in (KILLED, SURVIVED, TIMEOUT, NO_TESTS))
         judged = c.get(KILLED, 0) + c.get(SURVIVED, 0) + c.get(TIMEOUT, 0)
         share = f"{100 * c.get(SURVIVED, 0) / judged:.1f}" if judged else "-"
         minutes = f"{row['seconds'] / 60:.1f}" if row["seconds"] else "-"
         out.append(f"| {row['module']} | {row['generated']} | {row['tested']} | {c.get(KILLED, 0)} | "
-                   f"{c.get(SURVIVED, 0)} | {c.get(TIMEOUT, 0)} | {other} | {share} | {minutes} |")
+                   f"{c.get(SURVIVED, 0)} | {c.get(TIMEOUT, 0)} | {c.get(NO_TESTS, 0)} | {other} | {share} | "
+                   f"{minutes} |")
     return "\n".join(out)
 
 
@@ -208,6 +222,9 @@ def main() -> None:
         report += [f"### {row['module']}: {len(row['survivors'])} surviving", ""]
         report += [f"- {line}" for line in row["survivors"]] or ["- none"]
         report.append("")
+        if row["uncovered"]:
+            report += [f"Not reached by {', '.join(TARGETS[row['module']][1])} (mutants per function): " +
+                       ", ".join(f"{f} {n}" for f, n in sorted(row["uncovered"].items())), ""]
     text = "\n".join(report)
     print(text)
     if args.out:
