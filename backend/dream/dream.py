@@ -23,7 +23,8 @@ from PIL import Image
 from backend.dream.anchor import AnchorWalk, Step
 from backend.dream.detail import ground_detail
 from backend.dream.guard import Guard, blank_reason, image_not_finite, relative
-from backend.dream.metrics import Metrics, measure, novelty, pool_latent
+from backend.dream.lab import rgb_to_lab
+from backend.dream.metrics import Metrics, downscale, measure, novelty, pool_latent
 from backend.dream.palette import PaletteTarget, ground
 from backend.dream.quality_log import QualityLog
 from backend.dream.settings import DreamSettings
@@ -34,8 +35,9 @@ METRIC_NAMES = list(Metrics.__dataclass_fields__)
 RELATIVE = ("l_mean", "l_std", "chroma", "saturation", "sharpness", "hf_ratio")   # deviation as a fraction
 COLUMNS = ["time", "keyframe", "origin", "seed", "reason", *METRIC_NAMES, "novelty", "novelty_anchor",
            "dev_chroma", "dev_sharpness", "dev_hue", "event", "prompt"]
-TRIM_START = {"chroma": 1.0, "sharpness": 1.0}
-TRIM_RANGE = (0.5, 2.0)
+TRIM_START = {"chroma": 1.0, "sharpness": 1.0, "a": 0.0, "b": 0.0}
+TRIM_RANGE = (0.5, 2.0)   # for the chroma and sharpness factors
+TRIM_AB = 30.0            # largest a*/b* offset
 TRIM_RATE = 0.5          # share of the last output's log-deviation taken into the trim per keyframe
 RESCUES = ("collapse", "drift", "blank")
 EVENTS = ("anchor", "reference", "collapse", "drift", "blank", "blank_rejected")
@@ -101,7 +103,7 @@ class Dream:
                 image = ground_detail(image, metrics.sharpness * trim["sharpness"], s.detail_strength)
             if s.grounding != "off":
                 image = ground(image, palette, mode=s.grounding, chroma=s.chroma_strength, luma=s.luma_strength,
-                               chroma_scale=trim["chroma"])
+                               chroma_scale=trim["chroma"], ab_offset=(trim["a"], trim["b"]))
         with self._lock:
             self._cost["grounding_ms"] = (time.perf_counter() - start) * 1000.0
         rescue = step.reason in RESCUES
@@ -151,8 +153,8 @@ class Dream:
             self._previous_pooled = pooled
             target = self._current_target()
             target_metrics = None if target is None else target[2]
-            if s.control and target_metrics is not None:
-                self._retrim(metrics, target_metrics)
+            if s.control and target is not None:
+                self._retrim(keyframe.image, metrics, target[1], target_metrics)
             event = ""
             if keyframe is self._rescue_keyframe:
                 self._rescue_keyframe = None
@@ -199,16 +201,20 @@ class Dream:
             self._trim = dict(TRIM_START)
         return self._target
 
-    def _retrim(self, metrics: Metrics, target: Metrics) -> None:
+    def _retrim(self, image: Image.Image, metrics: Metrics, palette: PaletteTarget, target: Metrics) -> None:
         """Integral action: grounding puts the input on the target, but the pass then adds its own
-        push (chained img2img adds chroma and sharpness every time), so the displayed keyframe
-        would sit one push above the target for ever. Each observed keyframe moves the trim by
-        part of its measured log-deviation, so the outputs, not the inputs, settle on the target."""
-        for name in self._trim:
+        push (chained img2img adds a colour cast, chroma and sharpness every time), so the
+        displayed keyframe would sit one push beyond the target for ever. Each observed keyframe
+        moves the trim by part of its measured deviation, so the outputs, not only the inputs,
+        settle on the target."""
+        for name in ("chroma", "sharpness"):
             out, ref = getattr(metrics, name), getattr(target, name)
             if out > 1e-6 and ref > 1e-6:
                 trim = self._trim[name] * (ref / out) ** TRIM_RATE
                 self._trim[name] = float(np.clip(trim, *TRIM_RANGE))
+        cast = PaletteTarget.of_lab(rgb_to_lab(downscale(image)), quantiles=False).mean[1:] - palette.mean[1:]
+        for name, value in zip(("a", "b"), cast):
+            self._trim[name] = float(np.clip(self._trim[name] - TRIM_RATE * value, -TRIM_AB, TRIM_AB))
 
     def _count(self, event: str, message: str) -> None:
         self._events[event] += 1

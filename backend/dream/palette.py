@@ -53,20 +53,21 @@ class PaletteTarget:
 
 
 def ground(image: Image.Image, target: PaletteTarget, *, mode: str = "reinhard", chroma: float = 0.6,
-           luma: float = 0.2, chroma_scale: float = 1.0) -> Image.Image:
+           luma: float = 0.2, chroma_scale: float = 1.0, ab_offset=(0.0, 0.0)) -> Image.Image:
     """`image` with its CIELAB statistics moved toward `target`; strengths 0 (unchanged) .. 1 (full).
-    `chroma_scale` then multiplies a*/b* (the caller's trim for what a pass adds on its own)."""
+    `chroma_scale` then multiplies a*/b* and `ab_offset` is added to them (the caller's trim for
+    what a pass adds on its own)."""
     if mode not in MODES:
         raise ValueError(f"unknown grounding mode {mode!r}; choose one of {', '.join(MODES)}")
     image = image.convert("RGB")
-    if mode == "off" or (chroma <= 0 and luma <= 0 and chroma_scale == 1.0):
+    if mode == "off" or (chroma <= 0 and luma <= 0 and chroma_scale == 1.0 and not any(ab_offset)):
         return image
     own = PaletteTarget.of_lab(rgb_to_lab(downscale(image)), quantiles=mode == "histogram")
     lab = _GRID_LAB
     moved = _reinhard(lab, own, target) if mode == "reinhard" else _histogram(lab, own, target)
     strength = np.array([luma, chroma, chroma], dtype=np.float32)
     mixed = lab + (moved - lab) * strength
-    mixed[:, 1:] *= np.float32(chroma_scale)
+    mixed[:, 1:] = mixed[:, 1:] * np.float32(chroma_scale) + np.asarray(ab_offset, np.float32)
     table = lab_to_srgb(mixed)
     return image.filter(ImageFilter.Color3DLUT(LUT_SIZE, table.astype(np.float32)))
 
