@@ -13,8 +13,10 @@ the same faults: keyframes 600-605 come back as near-copies (collapse), keyframe
 The "picture step" is the mean absolute 8-bit difference between consecutive keyframes (the
 in-betweens of a segment split it into N+1 smaller steps), split into transitions into a keyframe
 made from the anchor (re-anchors and guard rescues) vs chained ones.
-Writes bench/out/drift_contact.png (every 50th keyframe, off above on), bench/out/drift_plot.png
-(magenta share and chroma over keyframes) and bench/out/quality_{off,on}.csv.
+A third run, control on with Reinhard grounding instead of histogram matching, measures the two
+modes against each other. Writes bench/out/drift_contact.png (every 50th keyframe: off, on,
+on-reinhard from the top), bench/out/drift_plot.png (magenta share and chroma over keyframes)
+and bench/out/quality_<run>.csv.
 """
 
 from __future__ import annotations
@@ -183,43 +185,50 @@ def report(name: str, result: dict, threshold: float) -> None:
         if values:
             print(f"picture step {label}: mean {statistics.mean(values):.2f}, max {max(values):.2f} levels "
                   f"({len(values)} transitions)")
-    print(f"observe() per keyframe (metrics + novelty + quality.csv), median: {result['observe_ms']:.2f} ms")
+    print(f"observe() per keyframe (metrics + novelty + quality.csv), median: {result['observe_ms']:.2f} ms; "
+          f"grounding of the last plan: {result['status']['cost_ms']['grounding_ms']:.2f} ms")
 
 
-def contact_sheet(off: dict, on: dict, path: Path) -> None:
-    thumbs = [[t for t in run["thumbs"] if t is not None] for run in (off, on)]
-    w, h = thumbs[0][0].size
-    sheet = Image.new("RGB", (len(thumbs[0]) * (w + 2) + 40, 2 * (h + 14) + 2), (24, 24, 24))
+def contact_sheet(runs: list[tuple[str, dict]], path: Path) -> None:
+    """Every 50th keyframe, one row per run (control off on top)."""
+    rows = [(name, [t for t in run["thumbs"] if t is not None]) for name, run in runs]
+    w, h = rows[0][1][0].size
+    label = 80
+    sheet = Image.new("RGB", (label + len(rows[0][1]) * (w + 2), len(rows) * (h + 4) + 14), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
-    for row, (label, images) in enumerate(zip(("off", "on"), thumbs)):
-        draw.text((4, row * (h + 14) + h // 2), label, fill=(230, 230, 230))
+    for col in range(len(rows[0][1])):
+        draw.text((label + col * (w + 2), 1), str(col * 50), fill=(200, 200, 200))
+    for row, (name, images) in enumerate(rows):
+        y = 14 + row * (h + 4)
+        draw.text((4, y + h // 2 - 5), f"control {name}", fill=(230, 230, 230))
         for col, im in enumerate(images):
-            x, y = 40 + col * (w + 2), row * (h + 14) + 12
-            sheet.paste(im, (x, y))
-            if row == 0:
-                draw.text((x, 0), str(col * 50), fill=(200, 200, 200))
+            sheet.paste(im, (label + col * (w + 2), y))
     sheet.save(path)
 
 
-def plot(off: dict, on: dict, path: Path) -> None:
-    width, height, pad = 1000, 360, 40
+COLOURS = ((200, 30, 30), (30, 60, 200), (30, 150, 60))
+
+
+def plot(runs: list[tuple[str, dict]], path: Path) -> None:
+    """Magenta share and chroma (relative to K_0) over keyframes, one line per run."""
+    width, height, pad = 1000, 300, 40
     image = Image.new("RGB", (width + 2 * pad, 2 * height + 3 * pad), "white")
     draw = ImageDraw.Draw(image)
-    chroma0 = off["rows"][0]["chroma"]
-    panels = (("magenta-crimson share (0..1)", lambda r: r["magenta"], 1.0),
-              ("chroma / chroma of K_0 (0..3)", lambda r: r["chroma"] / chroma0, 3.0))
-    for p, (title, value, top) in enumerate(panels):
+    chroma0 = runs[0][1]["rows"][0]["chroma"]
+    panels = (("magenta-crimson share, 0..1", lambda r: r["magenta"], 1.0, 0.2),
+              ("chroma / chroma of K_0, 0..6", lambda r: r["chroma"] / chroma0, 6.0, 1.0))
+    legend = "; ".join(f"{name}: {('red', 'blue', 'green')[i]}" for i, (name, _) in enumerate(runs))
+    for p, (title, value, top, guide) in enumerate(panels):
         y0 = pad + p * (height + pad)
         draw.rectangle((pad, y0, pad + width, y0 + height), outline="black")
-        draw.text((pad + 4, y0 + 4), f"{title}; red = control off, blue = control on", fill="black")
-        for run, colour in ((off, (200, 30, 30)), (on, (30, 60, 200))):
+        draw.text((pad + 4, y0 + 4), f"{title} (grey line: {guide:g}) - control {legend}", fill="black")
+        y_guide = y0 + height - guide / top * height
+        draw.line((pad, y_guide, pad + width, y_guide), fill=(150, 150, 150))
+        for (_, run), colour in zip(runs, COLOURS):
             rows = run["rows"]
             points = [(pad + i * width / max(1, len(rows) - 1), y0 + height - min(top, value(r)) / top * height)
                       for i, r in enumerate(rows)]
             draw.line(points, fill=colour, width=1)
-        if p == 1:
-            y1 = y0 + height - height / top
-            draw.line((pad, y1, pad + width, y1), fill=(120, 120, 120))
     image.save(path)
 
 
@@ -242,7 +251,9 @@ def main(argv=None) -> int:
     print(f"path: {'Dream hooks around drift_sample in-process' if direct else 'ComfyUISource(dream=...) -> KeyframeGenerator -> ComfyClient -> fake ComfyUI (drift sampler)'}; "
           f"{args.keyframes} keyframes each way at {width}x{height}, latents from TAEF2")
     results = {}
-    for name, settings in (("off", DreamSettings(control=False)), ("on", DreamSettings())):
+    arms = (("off", DreamSettings(control=False)), ("on", DreamSettings()),
+            ("on-reinhard", DreamSettings(grounding="reinhard")))
+    for name, settings in arms:
         csv = OUT / f"quality_{name}.csv"
         for old in OUT.glob(f"quality_{name}.csv*"):
             old.unlink()
@@ -250,13 +261,15 @@ def main(argv=None) -> int:
         results[name] = run(settings, k0, args.keyframes, encode, csv, args.seed)
         print(f"control {name}: {time.perf_counter() - start:.0f} s")
     threshold = DreamSettings().collapse_novelty
-    for name in ("off", "on"):
+    for name, _ in arms:
         report(name, results[name], threshold)
     cost = cost_at_512()
     print("\ncost at 512x512 (median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in cost.items())
-          + f"; metrics + detail + reinhard = {cost['metrics'] + cost['detail'] + cost['reinhard']:.1f} ms")
-    contact_sheet(results["off"], results["on"], OUT / "drift_contact.png")
-    plot(results["off"], results["on"], OUT / "drift_plot.png")
+          + f"; per keyframe, metrics + detail + histogram (the default) = "
+            f"{cost['metrics'] + cost['detail'] + cost['histogram']:.1f} ms, with reinhard "
+            f"{cost['metrics'] + cost['detail'] + cost['reinhard']:.1f} ms")
+    contact_sheet([(name, results[name]) for name, _ in arms], OUT / "drift_contact.png")
+    plot([(name, results[name]) for name, _ in arms], OUT / "drift_plot.png")
     print(f"wrote {OUT / 'drift_contact.png'} and {OUT / 'drift_plot.png'}")
     return 0
 

@@ -8,7 +8,6 @@ import dataclasses
 import threading
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from backend.dream.dream import Dream, InputPlan

@@ -18,8 +18,8 @@ def astronaut() -> np.ndarray:
     return np.asarray(Image.fromarray(data.astronaut()).resize((128, 64), Image.LANCZOS))
 
 
-def chain(count: int, rates: DriftRates = DriftRates(), seed: int | None = None) -> list[np.ndarray]:
-    rng, x, out = random.Random(0), astronaut(), []
+def chain(count: int, rates: DriftRates | None = None, seed: int | None = None) -> list[np.ndarray]:
+    rates, rng, x, out = rates or DriftRates(), random.Random(0), astronaut(), []
     for _ in range(count):
         x = drift_sample(x, rng.randrange(2**32) if seed is None else seed, 0.5, rates)
         out.append(x)
