@@ -40,7 +40,7 @@ def test_plain_http_to_another_machine_is_warned_about(url, caplog):
     with caplog.at_level(logging.WARNING, logger="backend.assembly"):
         warn_if_unencrypted(url)
     warned, = warnings_of(caplog)
-    assert "unencrypted" in warned and "no authentication" in warned and url in warned
+    assert "unencrypted" in warned and "ComfyUI has no authentication" in warned and url in warned
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8188", "http://127.3.4.5:8000", "http://[::1]:8188",
@@ -62,6 +62,8 @@ def test_a_configured_comfyui_down_at_start_is_waited_for_even_when_another_serv
             source.close()
     hint = [w for w in warnings_of(caplog) if "keeps waiting" in w]
     assert hint and configured in hint[0] and "set comfyui.url" in hint[0]   # found server: only suggested
+    assert f"Reverie keeps waiting for {configured} (set comfyui.url: http://127.0.0.1:" in hint[0]
+    assert f"ComfyUI is not reachable at {configured}; waiting for it (the picture stays up)" in warnings_of(caplog)
 
 
 def test_a_configured_comfyui_that_is_up_is_used_without_warnings(tmp_path, caplog):
@@ -252,3 +254,17 @@ def test_one_sentence_joins_a_rejection_summary_and_its_lines():
 
     assert _one_sentence(Rejected()) == "ComfyUI refused the workflow: checkpoint x not found; sampler y unknown."
     assert _one_sentence(ValueError("first line.\nsecond")) == "first line."
+
+
+def test_build_encoder_takes_the_vae_of_the_checkpoint_comfyui_is_told_to_use(tmp_path, monkeypatch):
+    from backend.assembly import build_encoder
+    from tests.test_doctor import write_checkpoint
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "models" / "checkpoints"
+    folder.mkdir(parents=True)
+    write_checkpoint(folder / "a_first.safetensors", 1)
+    write_checkpoint(folder / "b_used.safetensors", 2)
+    encoder = build_encoder(parse_config({"vae": {"kind": "kl", "device": "cpu", "comfyui_dir": str(tmp_path)},
+                                          "comfyui": {"checkpoint": "b_used.safetensors"}}))
+    assert "b_used.safetensors" in encoder.source and "a_first" not in encoder.source

@@ -701,3 +701,39 @@ def test_watcher_logs_say_what_was_ignored_reloaded_or_needs_a_restart(tmp_path,
                for m in messages)
     assert "config: vae.kind, display.output_dir changed; restart Reverie to apply" in messages
     assert "config reloaded: display.fps" in messages
+
+
+def test_frames_checker_takes_auto_or_a_count_and_says_which():
+    from backend.config_checks import frames
+
+    assert (frames(" AUTO "), frames(0), frames(1000)) == ("auto", 0, 1000)
+    assert bad_message(frames, 1001) == 'must be a whole number 0..1000 or "auto", got 1001'
+
+
+def test_a_duplicate_key_error_names_its_line():
+    with pytest.raises(ConfigError) as info:
+        parse_config_text("display:\n  fps: 1\n  fps: 2\n")
+    assert info.value.problems == ["YAML syntax error at line 3, column 3: while constructing a mapping "
+                                   "found duplicate key 'fps'"]
+
+
+def test_a_yaml_error_joins_its_context_and_problem():
+    with pytest.raises(ConfigError) as info:
+        parse_config_text("a: [1, 2\nb: 3\n")
+    assert info.value.problems == ["YAML syntax error at line 2, column 2: while parsing a flow sequence expected ',' or ']', but got ':'"]
+
+
+def test_one_line_flattens_and_caps_a_problem_for_status():
+    from backend.config_checks import one_line
+
+    assert one_line("a\n  b\tc") == "a b c"
+    capped = one_line("x" * 400)
+    assert len(capped) == 300 and capped.endswith("...")
+
+
+def test_a_folder_given_as_the_log_file_suggests_a_file_in_it(tmp_path):
+    (tmp_path / "logs").mkdir()
+    with pytest.raises(ConfigError) as info:
+        parse_config({"logging": {"file": "logs"}}, base_dir=tmp_path)
+    assert info.value.problems == [f"logging.file: is a folder, not a file: {tmp_path / 'logs'}; name a file in it, "
+                                   f"e.g. {tmp_path / 'logs' / 'reverie.log'}"]
