@@ -70,3 +70,19 @@ def test_no_comfyui_module_reaches_into_another_modules_private_attributes():
                     and node.attr not in own):
                 reach_ins.append(f"{path.name}:{node.lineno} .{node.attr}")
     assert reach_ins == []
+
+
+def test_a_server_that_accepts_but_never_answers_is_unreachable_after_the_probe_timeout():
+    """A hung ComfyUI (port open, no answer) is found by the probe's short timeout, not the
+    job's request_timeout."""
+    import socket
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)                        # connections are queued, never answered
+        client = ComfyClient(f"http://127.0.0.1:{hung.getsockname()[1]}", request_timeout=30.0)
+        try:
+            assert client.probe(timeout=0.3) is False
+        finally:
+            client.close()
+    assert client.reachability.ok is False and "did not answer GET /system_stats" in client.reachability.error
