@@ -161,9 +161,9 @@ class Daemon:
             if self.pause.applied:
                 if self.pause.free_due():
                     self._free_comfyui()
-                if clock() >= next_status:
+                if (now := clock()) >= next_status:
                     self.report.write("paused")
-                    next_status = clock() + 1.0
+                    next_status = now + 1.0
                 clock.wait(stop, 0.1)
                 continue
             # Keyframe -> encode -> slerp -> decode: the schedule does it, one frame per call.
@@ -174,9 +174,9 @@ class Daemon:
                     self._vae_out_of_memory(exc)
                     continue
             if frame is None:  # the keyframe this frame needs is late: hold the picture
-                if clock() >= next_status:
+                if (now := clock()) >= next_status:
                     self.report.write(self._holding_state())
-                    next_status = clock() + 0.25
+                    next_status = now + 0.25
                 continue
             # Pace: show it at its deadline, after using the time until then for the next frames'
             # encode/decode. The wait is an Event wait in short slices, so a stop request cuts it

@@ -3,6 +3,7 @@
 Fields and their rules (status.py has the file formats):
 - `comfyui`: "starting" | "connected" | "unavailable" for a ComfyUI source, from the moment
   the daemon starts (before the source exists it is "starting"); "not_used" for a folder.
+  While it is "unavailable" the state is "waiting_for_comfyui", even while frames still play.
 - `last_error`: in state "paused", "paused: <reasons>" (`pause_reason` holds the reasons);
   else the source's problem, this loop's (a frame not written, the VAE out of memory), or
   "config edit ignored: <problem>" while the last edit of config.yaml could not be used (the
@@ -53,8 +54,11 @@ class StatusReport:
         started = time.perf_counter()
         daemon = self.daemon
         gen, source, screen = daemon.gen, daemon.source, daemon.screen
+        comfyui = self.comfyui()
+        if comfyui == "unavailable" and state in ("live", "buffering"):
+            state = "waiting_for_comfyui"  # said at once, while the frames in hand still play
         fields = dict(screen.fields, state=state, fps=round(screen.fps, 3), target_fps=daemon.config.display.fps,
-                      uptime=daemon.clock() - self.started, last_error=self.last_error(state), comfyui=self.comfyui(),
+                      uptime=daemon.clock() - self.started, last_error=self.last_error(state), comfyui=comfyui,
                       pause_reason=daemon.pause.reason if state == "paused" else "")
         problem = getattr(daemon.watcher, "problem", "")
         if problem:

@@ -119,10 +119,15 @@ class Run:
         self.frames: list[tuple[float, int]] = []
         self.daemon.add_frame_listener(lambda pixels, index: self.frames.append((self.clock(), index)))
         self.result: int | None = None
+        self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self, max_frames: int | None = None) -> None:
-        self.result = self.daemon.run(max_frames)
+        try:
+            self.result = self.daemon.run(max_frames)
+        except BaseException as exc:  # noqa: BLE001 - shown by until()
+            self.error = exc
+            raise
 
     def start(self, max_frames: int | None = None) -> Run:
         self.thread = threading.Thread(target=self._run, args=(max_frames,), daemon=True)
@@ -135,8 +140,12 @@ class Run:
         except (OSError, ValueError):
             return {}
 
-    def until(self, condition, what: str = "") -> dict:
-        wait_until(lambda: condition(self.status()), seconds=20)
+    def until(self, condition) -> dict:
+        """The first status written that meets `condition` (polled on real time, at most 20 s)."""
+        try:
+            wait_until(lambda: condition(self.status()), seconds=20)
+        except AssertionError:
+            raise AssertionError(f"status never matched; last: {self.status()}; error: {self.error!r}") from None
         return self.status()
 
     def stop(self) -> int | None:
@@ -175,8 +184,7 @@ def test_waiting_for_k0_is_starting_and_a_long_hold_after_it_is_counted_as_a_sta
     source = Source(gated=True)
     run = Run(tmp_path, source).start()
     try:
-        run.until(lambda s: s.get("state") == "starting" and "keyframes" in s)
-        wait_until(lambda: run.daemon.gen.waiting)
+        wait_until(lambda: run.daemon.gen is not None and run.daemon.gen.waiting)  # K_0 asked for, not made
         run.clock.now += 30.0  # K_0 takes long: that is start-up, no picture stands still yet
         status = run.until(lambda s: s.get("uptime", 0) >= 30.0)
         assert (status["state"], status["stalls"]) == ("starting", 0)
@@ -206,8 +214,9 @@ def test_a_comfyui_source_never_reports_comfyui_not_used(tmp_path):
     writer.write = recording
     run.start()
     try:
-        run.until(lambda s: s.get("state") == "starting" and "keyframes" in s)
+        wait_until(lambda: run.daemon.gen is not None and run.daemon.gen.waiting)
         source.state = "unavailable"
+        run.clock.now += 1.0  # the held display rewrites its status every 0.25 s of clock
         run.until(lambda s: s.get("state") == "waiting_for_comfyui")
         source.state = "connected"
         source.finish()
@@ -218,6 +227,20 @@ def test_a_comfyui_source_never_reports_comfyui_not_used(tmp_path):
     assert seen[0] == ("starting", "starting")  # before the source even exists
     assert ("waiting_for_comfyui", "unavailable") in seen
     assert "not_used" not in {comfyui for _, comfyui in seen}
+
+
+def test_status_says_waiting_for_comfyui_as_soon_as_it_is_unavailable_even_while_frames_still_play(tmp_path):
+    run = Run(tmp_path).start()
+    try:
+        run.until(lambda s: s.get("frame", 0) >= 2)
+        run.source.state = "unavailable"
+        first = run.until(lambda s: s.get("state") == "waiting_for_comfyui")
+        later = run.until(lambda s: s.get("frame", 0) > first["frame"] + 2)  # the show goes on
+        assert (later["state"], later["comfyui"]) == ("waiting_for_comfyui", "unavailable")
+        run.source.state = "connected"
+        assert run.until(lambda s: s.get("state") == "live")["comfyui"] == "connected"
+    finally:
+        assert run.stop() == 0
 
 
 def test_an_ignored_config_edit_shows_in_last_error_until_a_good_edit_arrives(tmp_path):
