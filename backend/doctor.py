@@ -123,10 +123,20 @@ def check_vae(report: Report, config: Config) -> None:
 
 
 def run_checks(config: Config, config_path: Path) -> int:
-    report = Report()
-    logging.getLogger("backend").setLevel(logging.ERROR)  # the report says it all, once
-    report.ok(f"config {Path(config_path).absolute()} is valid")
+    logger = logging.getLogger("backend")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the report says it all, once
+    try:
+        return _run_checks(config, config_path)
+    finally:
+        logger.setLevel(level)
+
+
+def _run_checks(config: Config, config_path: Path) -> int:
     from backend.config_checks import writable_problems
+
+    report = Report()
+    report.ok(f"config {Path(config_path).absolute()} is valid")
     for problem in writable_problems(config.display.output_dir, config.logging.file):
         report.fail(problem)
     check_torch(report)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -79,5 +81,7 @@ def test_check_fails_on_an_output_folder_it_cannot_write(tmp_path, capsys, monke
     config = parse_config({"display": {"output_dir": "taken/out"}, "logging": {"file": None},
                            "generation": {"hybrid": {"use_vae_interpolation": False}},
                            "keyframes": {"source": "folder", "folder": "imgs"}}, base_dir=tmp_path)
+    level = logging.getLogger("backend").level
     assert run_checks(config, tmp_path / "config.yaml") == 1
     assert "[FAIL] display.output_dir: cannot write to" in capsys.readouterr().out
+    assert logging.getLogger("backend").level == level  # quiet for the report only, not for what runs next
