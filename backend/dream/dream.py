@@ -75,11 +75,14 @@ class Dream:
         self._trim = dict(TRIM_START)    # grounding aims past the target by what each pass adds (see _retrim)
 
     def update(self, settings: DreamSettings) -> None:
-        """A live config edit: strengths, bands and the anchor schedule apply from the next keyframe."""
+        """A live config edit: strengths, bands, the anchor schedule and the quality.csv bounds apply
+        from the next keyframe (references are read at start only)."""
         with self._lock:
             self.settings = settings
             self._guard.settings = settings
             self._walk.configure(settings.anchor_every, settings.anchor_denoise, settings.prompt_settle)
+            if self._log is not None:
+                self._log.max_bytes, self._log.keep = settings.quality_log_bytes, settings.quality_log_keep
 
     # -- keyframe thread ------------------------------------------------------------------------
     def plan_input(self, previous) -> InputPlan:
@@ -132,6 +135,12 @@ class Dream:
                 if step is not None and step.reason in ("anchor", "reference"):
                     self._count(step.reason, "")
                 self._anchor_pooled = None          # set when the new anchor's latent is observed
+
+    def made_from_anchor(self, keyframe) -> bool:
+        """True when `keyframe` (one of the last few made) was made from the anchor or a reference,
+        not chained: its segment moves further, and may want more in-between frames."""
+        with self._lock:
+            return next((r for k, r in reversed(self._made) if k is keyframe), "") in RESCUES + ("anchor", "reference")
 
     def prompt_changed(self) -> None:
         with self._lock:

@@ -48,7 +48,8 @@ class PaletteTarget:
     def of_lab(cls, lab: np.ndarray, quantiles: bool = True) -> "PaletteTarget":
         """From LAB pixels [..., 3]; `quantiles` False leaves them empty (Reinhard needs none)."""
         lab = lab.reshape(-1, 3)
-        q = np.quantile(lab, QUANTILES, axis=0).T if quantiles else np.empty((3, 0), np.float32)
+        # quantiles from every 4th pixel: 8k samples pin 129 quantiles as well, at a quarter of the sort
+        q = np.quantile(lab[::4], QUANTILES, axis=0).T if quantiles else np.empty((3, 0), np.float32)
         return cls(lab.mean(axis=0), lab.std(axis=0), q)
 
 

@@ -32,6 +32,26 @@ class DreamSettings:
     quality_log_bytes: int = 5_000_000  # output/quality.csv is rotated to quality.csv.1 .. at this size
     quality_log_keep: int = 3         # rotated quality.csv files kept
 
+    def summary(self) -> str:
+        """One line for --check: the drift controls in force."""
+        if not self.control:
+            return "dream control off (keyframes are measured, not steered)"
+        anchor = f"anchor every {self.anchor_every} at denoise {self.anchor_denoise:g}" if self.anchor_every \
+            else "no anchor walk"
+        refs = f", {len(self.references)} reference entr{'y' if len(self.references) == 1 else 'ies'}" \
+            if self.references else ""
+        return (f"{self.grounding} grounding (chroma {self.chroma_strength:g}, luma {self.luma_strength:g}), "
+                f"detail {self.detail_strength:g}, {anchor}, collapse guard below novelty "
+                f"{self.collapse_novelty:g} for {self.collapse_patience} keyframes{refs}")
+
+
+def seed_warning(settings: DreamSettings, seed_policy: str) -> str:
+    """"" or the warning for a fixed seed without the anchor walk (it drives the loop to a fixed point)."""
+    if seed_policy == "fixed" and (not settings.control or settings.anchor_every == 0):
+        return ("keyframes.seed.policy is fixed and the anchor walk is off: a fixed seed drives the img2img loop "
+                "to one fixed picture; use policy random or increment, or set dream.anchor_every")
+    return ""
+
 
 _RANGES: dict[str, tuple[float, float]] = {
     "chroma_strength": (0.0, 1.0), "luma_strength": (0.0, 1.0), "detail_strength": (0.0, 1.0),

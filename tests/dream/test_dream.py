@@ -233,3 +233,23 @@ def test_hooks_are_safe_to_call_from_two_threads_at_once():
         dream.status_fields()
     thread.join()
     assert errors == [] and dream.status_fields()["keyframes"] == 40
+
+
+def test_made_from_anchor_tells_reanchored_keyframes_from_chained_ones():
+    dream = Dream(dataclasses.replace(QUIET, anchor_every=3))
+    previous = keyframe(0, "txt2img")
+    dream.keyframe_made(previous)
+    made = []
+    for n in range(1, 7):
+        dream.plan_input(previous)
+        previous = keyframe(n)
+        dream.keyframe_made(previous)
+        made.append(dream.made_from_anchor(previous))
+    assert made == [False, False, True, False, False, True]
+
+
+def test_a_live_edit_of_the_quality_log_bounds_applies(tmp_path):
+    dream = Dream(QUIET, quality_path=tmp_path / "quality.csv")
+    dream.update(dataclasses.replace(QUIET, quality_log_bytes=10_000, quality_log_keep=1))
+    observe_all(dream, [(keyframe(0, "txt2img"), latent(0))] + [(keyframe(n % 5), latent(n)) for n in range(1, 120)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quality.csv", "quality.csv.1"]

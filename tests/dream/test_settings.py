@@ -70,3 +70,18 @@ def test_every_bad_reference_is_listed_in_one_error(tmp_path):
         load_references(entries, base=tmp_path)
     message = str(caught.value)
     assert message.count(";") == 3 and message.endswith(".") and "dream.references" in message
+
+
+def test_the_summary_names_the_controls_in_force():
+    line = DreamSettings(references=("refs",)).summary()
+    assert "histogram grounding (chroma 0.6, luma 0.2)" in line and "anchor every 16 at denoise 0.6" in line
+    assert "1 reference entry" in line
+    assert DreamSettings(control=False).summary().startswith("dream control off")
+
+
+def test_a_fixed_seed_without_the_anchor_walk_gets_a_warning():
+    from backend.dream.settings import seed_warning
+    assert "fixed picture" in seed_warning(DreamSettings(anchor_every=0), "fixed")
+    assert "fixed picture" in seed_warning(DreamSettings(control=False), "fixed")
+    assert seed_warning(DreamSettings(), "fixed") == ""
+    assert seed_warning(DreamSettings(anchor_every=0), "random") == ""
