@@ -90,10 +90,10 @@ class Dream:
         keyframe_made(): a retried job gets the same plan."""
         with self._lock:
             s = self.settings
-            if not s.control:
-                return InputPlan(previous.image, None, False, "")
             if self._walk.anchor is None and previous is not None and not self._walk.references:
                 self._walk.made(previous, None)          # K_0 (a start image is never "made")
+            if not s.control:
+                return InputPlan(previous.image, None, False, "")
             step = self._walk.next_step(previous)
             self._step = step
             target = self._current_target() if step.grounded else None

@@ -253,3 +253,15 @@ def test_a_live_edit_of_the_quality_log_bounds_applies(tmp_path):
     dream.update(dataclasses.replace(QUIET, quality_log_bytes=10_000, quality_log_keep=1))
     observe_all(dream, [(keyframe(0, "txt2img"), latent(0))] + [(keyframe(n % 5), latent(n)) for n in range(1, 120)])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["quality.csv", "quality.csv.1"]
+
+
+def test_with_control_off_deviations_are_still_measured_from_the_start_image():
+    dream = Dream(DreamSettings(control=False))
+    start = Keyframe(picture(0), generated=False, origin="start_image")
+    dream.observe(start, latent(0))
+    dream.plan_input(start)
+    tinted = np.asarray(start.image, np.float64) * 0.5 + np.array([255, 0, 255]) * 0.5
+    drifted = keyframe(1, image=Image.fromarray(tinted.astype(np.uint8)))
+    dream.keyframe_made(drifted)
+    row = dream.observe(drifted, latent(1))
+    assert row["deviation"]["magenta"] > 0.2 and row["event"] == ""
