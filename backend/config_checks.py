@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import errno
 import os
 import re
 import reprlib
@@ -341,24 +342,46 @@ class Section:
         return str(self.resolve(value)) if looks_like_path else value
 
 
-def writable_problems(output_dir: Path, log_file: Path | None) -> list[str]:
-    """Problems with the places Reverie writes to, found by creating them (the output folder, a
-    probe file in it, the log file opened for appending): run once at start, never on a live edit."""
+def writable_problems(output_dir: Path, log_file: Path | None, *, create: bool = True) -> list[str]:
+    """Problems with the places Reverie writes to. With `create` (once at start, never on a live
+    edit) they are found by creating them: the output folder, a probe file in it, the log file
+    opened for appending. Without it (`--check`, which must leave nothing behind) by asking the OS
+    whether the place, or the nearest folder above it that exists, can be written."""
     problems = []
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".reverie-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        if create:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            probe = output_dir / f".reverie-write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        else:
+            _may_write(output_dir)
     except OSError as e:
         problems.append(f"display.output_dir: cannot write to {output_dir} ({e.strerror or e}); choose a folder "
                         "you can write to")
     if log_file is not None:
         try:
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_file, "a", encoding="utf-8"):
-                pass
+            if create:
+                log_file.parent.mkdir(parents=True, exist_ok=True)
+                with open(log_file, "a", encoding="utf-8"):
+                    pass
+            else:
+                _may_write(log_file)
         except OSError as e:
             problems.append(f"logging.file: cannot write to {log_file} ({e.strerror or e}); choose a file you can "
                             "write to, or null for console only")
     return problems
+
+
+def _may_write(path: Path) -> None:
+    """OSError unless `path` (an existing file or folder, or else the nearest existing folder above
+    it, where it would be made) can be written by this process."""
+    place = path
+    while not place.exists():
+        if place.parent == place:
+            break
+        place = place.parent
+    if place != path and not place.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a file stands where a folder is needed", str(place))
+    if not os.access(place, os.W_OK):
+        raise PermissionError(errno.EACCES, "permission denied", str(place))

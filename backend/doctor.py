@@ -137,7 +137,7 @@ def _run_checks(config: Config, config_path: Path) -> int:
 
     report = Report()
     report.ok(f"config {Path(config_path).absolute()} is valid")
-    for problem in writable_problems(config.display.output_dir, config.logging.file):
+    for problem in writable_problems(config.display.output_dir, config.logging.file, create=False):
         report.fail(problem)
     check_torch(report)
     if config.keyframes.source == "comfyui":

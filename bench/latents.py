@@ -152,7 +152,7 @@ def bench_kind(kind: str, dtype: str, args, rows: list[list[str]]) -> None:
                 row += [f"{flops / 1e12:.2f}", f"{achieved:.0f}", ratio]
             rows.append(row)
             print(" | ".join(row), flush=True)
-    del encoder
+    encoder = None  # let the next kind load into freed memory
     if cuda:
         torch.cuda.empty_cache()
 
