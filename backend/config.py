@@ -21,9 +21,12 @@ from typing import Any, Callable
 from backend import config_checks as _c
 from backend import config_schema as _schema
 from backend.config_checks import ConfigError, Section
+from backend.desktop.rules import PauseSettings, parse_pause_settings
+from backend.dream.settings import DreamSettings, parse_dream_settings
 
 __all__ = ["ConfigError", "Config", "GenerationConfig", "HybridConfig", "ComfyUIConfig", "Prompt",
            "SeedConfig", "KeyframesConfig", "VaeConfig", "DisplayConfig", "ControlConfig", "LoggingConfig",
+           "PauseSettings", "DreamSettings",
            "RESTART_ONLY", "check_writable", "load_config", "parse_config", "parse_config_text", "with_overrides",
            "changed_keys", "ConfigWatcher"]
 
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 # change needs a restart. parse_config, the --fps override and RESTART_ONLY read these declarations;
 # tests keep config.yaml's values and the ranges in its comments equal to them.
 key, section, path = _schema.key, _schema.section, _schema.path_rule
+DEFAULT_URL = "http://127.0.0.1:8188"
 
 
 @dataclass(frozen=True)
@@ -60,13 +64,24 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class ComfyUIConfig:
-    url: str = key("http://127.0.0.1:8188", _c.url)              # 127.0.0.1, not localhost (IPv6 first on Windows)
+    url: str = key(DEFAULT_URL, _c.urls)  # one URL or a list (failover in order); 127.0.0.1, not localhost (IPv6 first on Windows)
     workflow: str = key("builtin:img2img", _schema.workflow_rule)     # "builtin:<name>" or an API-format .json (absolute)
     txt2img_workflow: str = key("builtin:txt2img", _schema.workflow_rule)  # the first keyframe when there is no start image
     checkpoint: str | None = key(None, _c.text(optional=True))   # checkpoint file name on the server; None = the workflow's
     node_ids: dict = key(dict, _c.node_ids)                       # role -> node id overrides for custom workflows ({} = auto)
     request_timeout: float = key(10.0, _c.number(0.1, 600.0))    # seconds for one HTTP request
     job_timeout: float = key(300.0, _c.number(1.0, 3600.0))      # seconds for one keyframe job
+    memory_warn_mib: int = key(2048, _c.integer(0, 1_000_000))   # warn when ComfyUI's RAM grows this much; 0 = off
+    urls: tuple[str, ...] = _schema.derived()                     # every server, url first (not a key: url's list)
+
+    def __post_init__(self) -> None:
+        # `url` arrives as one URL or as the checked list; `urls` keeps them all and `url` the first, for the
+        # callers that talk to one server. A dataclasses.replace() hands both back: a url that is still
+        # urls[0] keeps the list, a new single url replaces it.
+        given = (self.url,) if isinstance(self.url, str) else tuple(self.url)
+        if len(given) > 1 or not self.urls or self.urls[0] != given[0]:
+            object.__setattr__(self, "urls", given)
+        object.__setattr__(self, "url", given[0])
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,14 @@ class DisplayConfig:
     history_keep: int = key(0, _c.integer(0, 1_000_000))               # newest frames kept in output/history/, 0 = off
     ring_size: int = key(3, _c.integer(2, 16), restart=True)           # ring files output/frames/frame_{0..n-1}.png
     show_raw_keyframes: bool = key(False, _c.boolean)                  # True: keyframe slot shows ComfyUI's image
+    record: bool = key(False, _c.boolean, restart=True)                # True: record what is shown to MP4 segments
+    record_dir: Path | None = key(None, path(optional=True, must="new_dir"), restart=True)  # None = output_dir/recordings
+    record_segment_seconds: float = key(60.0, _c.number(1.0, 3600.0), restart=True)  # length of one MP4 segment
+    record_max_bytes: int = key(2_000_000_000, _c.integer(1_000_000, 10**13), restart=True)  # oldest deleted beyond
+
+    def __post_init__(self) -> None:
+        if self.record_dir is None:  # the default follows output_dir
+            object.__setattr__(self, "record_dir", self.output_dir / "recordings")
 
 
 @dataclass(frozen=True)
@@ -140,6 +163,9 @@ class Config:
     display: DisplayConfig = section(DisplayConfig)
     control: ControlConfig = section(ControlConfig, restart=True)
     logging: LoggingConfig = section(LoggingConfig, restart=True)
+    pause: PauseSettings = _schema.parsed(PauseSettings, parse_pause_settings)   # backend.desktop.rules
+    dream: DreamSettings = _schema.parsed(DreamSettings, parse_dream_settings,   # backend.dream.settings
+                                          restart=("references",))
 
 
 # Key paths (or whole sections) that only take effect after a restart: the watcher reports them and

@@ -187,6 +187,24 @@ def url(value: Any) -> str:
     return value.strip().rstrip("/")
 
 
+def urls(value: Any) -> tuple[str, ...]:
+    """One URL or a list of them (failover, in order); duplicates dropped."""
+    if isinstance(value, str):
+        return (url(value),)
+    if not isinstance(value, list) or not value:
+        raise Bad(f"must be a URL or a list of URLs such as [http://127.0.0.1:8188, http://127.0.0.1:8189], "
+                  f"got {show(value)}")
+    out: list[str] = []
+    for i, item in enumerate(value):
+        try:
+            one = url(item)
+        except Bad as e:
+            raise Bad(f"item {i} {e}") from None
+        if one not in out:
+            out.append(one)
+    return tuple(out)
+
+
 def device(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value.strip().lower()):
         raise Bad(f"must be auto, cpu, cuda, cuda:N or mps, got {show(value)}")
@@ -255,7 +273,7 @@ class Section:
 
     def __init__(self, data: Any, path: str, cls: type, problems: list[str], base: Path):
         self.path, self.cls, self.problems, self.base = path, cls, problems, base
-        self.fields = {f.name: f for f in dataclasses.fields(cls)}
+        self.fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
         if data is None:
             data = {}  # an empty section means "all defaults"
         if not isinstance(data, dict):
@@ -294,6 +312,10 @@ class Section:
         for name, f in self.fields.items():
             if "section" in f.metadata:
                 values[name] = self.sub(name, f.metadata["section"]).build()
+            elif "parsed" in f.metadata:
+                raw = self.data.get(name)
+                values[name], problems = f.metadata["parsed"](raw, self.key_path(name), self.base)
+                self.problems.extend(problems)
             else:
                 values[name] = self.get(name)
         return self.cls(**values)

@@ -57,7 +57,7 @@ def test_shipped_config_yaml_names_every_key():
                 flat.add(f"{prefix}{key}")
     walk(data)
     from backend.config_checks import flatten as _flatten
-    assert flat == set(_flatten(Config()))
+    assert flat == set(_flatten(Config())) - {"comfyui.urls"}   # urls is url's list, not a key
 
 
 def test_every_canonical_key_is_read():
@@ -519,9 +519,15 @@ def declared_fields(cls=Config, prefix=""):
     for f in dataclasses.fields(cls):
         if "section" in f.metadata:
             out.update(declared_fields(f.metadata["section"], f"{prefix}{f.name}."))
-        else:
+        elif "parsed" not in f.metadata and "derived" not in f.metadata:  # parsed: see parsed_sections()
             out[prefix + f.name] = f
     return out
+
+
+def parsed_sections() -> dict:
+    """{section name: (its settings class, its parser)} for the sections their own modules read."""
+    return {f.name: (f.default_factory,
+                     f.metadata["parsed"]) for f in dataclasses.fields(Config) if "parsed" in f.metadata}
 
 
 def test_every_key_declares_its_checker_and_restart_flag_once():
@@ -566,6 +572,9 @@ def test_ranges_written_in_config_yaml_comments_are_the_declared_ranges():
         depth = len(match[1]) // 2
         stack[depth:] = [match[2]]
         dotted = ".".join(stack)
+        if stack[0] in parsed_sections():   # probed through their parsers in the next test
+            comments = []
+            continue
         declared = getattr(fields[dotted].metadata["check"], "range", None) if dotted in fields else None
         for lo, hi in re.findall(r"(\d[\d.]*)\.\.(\d[\d.]*)", " ".join(comments)):
             assert declared is not None, f"{dotted}: config.yaml states a range {lo}..{hi} the code does not declare"
@@ -573,6 +582,47 @@ def test_ranges_written_in_config_yaml_comments_are_the_declared_ranges():
             checked += 1
         comments = []
     assert checked >= 8
+
+
+def test_ranges_written_in_config_yaml_comments_hold_for_the_parsed_sections():
+    """pause and dream are read by their own modules' parsers: each range a comment states is
+    probed there (both ends accepted, a step beyond either end refused with the key's path)."""
+    import re
+
+    comments, section, checked = [], None, 0
+    for line in (REPO / "config.yaml").read_text(encoding="utf-8").splitlines():
+        if line.strip().startswith("#"):
+            comments.append(line.strip())
+            continue
+        top = re.match(r"([a-z_]+):", line)
+        inner = re.match(r"  ([a-z_0-9]+):", line)
+        if top:
+            section = top[1] if top[1] in parsed_sections() else None
+        elif inner and section:
+            cls, parse = parsed_sections()[section]
+            default = getattr(cls(), inner[1])
+            for lo, hi in re.findall(r"(\d[\d.]*)\.\.(\d[\d.]*)", " ".join(comments)):
+                kind = int if isinstance(default, int) and not isinstance(default, bool) else float
+                lo, hi = kind(float(lo)), kind(float(hi))
+                step = 1 if kind is int else max(1e-3, (hi - lo) * 1e-3)
+                for good in (lo, hi):
+                    assert parse({inner[1]: good}, section, REPO)[1] == [], (section, inner[1], good)
+                for bad in (lo - step, hi + step):
+                    problems = parse({inner[1]: bad}, section, REPO)[1]
+                    assert problems and problems[0].startswith(f"{section}.{inner[1]}:"), (section, inner[1], bad)
+                checked += 1
+        comments = []
+    assert checked >= 15
+
+
+def test_shipped_config_yaml_states_every_default_of_the_parsed_sections():
+    data = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    for name, (cls, _parse) in parsed_sections().items():
+        names = [f.name for f in dataclasses.fields(cls)]
+        assert list(data[name]) == names, name      # every key, in declaration order
+        for key in names:
+            default, value = getattr(cls(), key), data[name][key]
+            assert (tuple(value) if isinstance(default, tuple) else value) == default, f"{name}.{key}"
 
 
 def test_the_vae_option_overrides_vae_source_with_an_absolute_path(tmp_path, monkeypatch):
@@ -699,7 +749,8 @@ def test_watcher_logs_say_what_was_ignored_reloaded_or_needs_a_restart(tmp_path,
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("invalid config") and m.endswith("config edit ignored; the running config is kept")
                for m in messages)
-    assert "config: vae.kind, display.output_dir changed; restart Reverie to apply" in messages
+    # record_dir follows output_dir, so it moves too
+    assert "config: vae.kind, display.output_dir, display.record_dir changed; restart Reverie to apply" in messages
     assert "config reloaded: display.fps" in messages
 
 
@@ -737,3 +788,111 @@ def test_a_folder_given_as_the_log_file_suggests_a_file_in_it(tmp_path):
         parse_config({"logging": {"file": "logs"}}, base_dir=tmp_path)
     assert info.value.problems == [f"logging.file: is a folder, not a file: {tmp_path / 'logs'}; name a file in it, "
                                    f"e.g. {tmp_path / 'logs' / 'reverie.log'}"]
+
+
+# -- contract C1: pause, recording, several ComfyUI servers, memory warning, dream ------------------
+
+def test_pause_section_is_read_by_the_pause_rules_parser_and_applies_live(tmp_path):
+    from backend.desktop.rules import PauseSettings
+
+    config = parse_config({"pause": {"processes": ["Game.exe"], "gpu_busy": "ignore", "check_every": 5}})
+    assert config.pause == PauseSettings(processes=("Game.exe",), gpu_busy="ignore", check_every=5.0)
+    assert parse_config({}).pause == PauseSettings()
+    assert not any(k == "pause" or k.startswith("pause.") for k in RESTART_ONLY)
+    path, clock, watcher = watched(tmp_path, "pause: {on_battery: pause}\n")
+    write(path, "pause: {on_battery: ignore}\n")
+    clock.now += 1
+    assert watcher.poll().pause.on_battery == "ignore"
+
+
+def test_bad_pause_values_are_reported_with_their_key_path_alongside_other_problems():
+    problems = problems_of({"pause": {"fullscreen": "sometimes", "gpu_threshold": 0}, "display": {"fps": 0}})
+    assert any(p.startswith("pause.fullscreen: must be one of pause, ignore") for p in problems)
+    assert any(p.startswith("pause.gpu_threshold: must be between 1 and 100") for p in problems)
+    assert any(p.startswith("display.fps:") for p in problems)
+    assert problems_of({"pause": {"fulscreen": "pause"}}) == ["pause.fulscreen: unknown key (did you mean 'fullscreen'?)"]
+    assert problems_of({"pause": ["x"]})[0].startswith("pause: must be a mapping")
+
+
+def test_recording_keys_default_off_with_segments_in_the_output_folder(tmp_path):
+    display = parse_config({}, base_dir=tmp_path).display
+    assert (display.record, display.record_segment_seconds, display.record_max_bytes) == (False, 60.0, 2_000_000_000)
+    assert display.record_dir == tmp_path / "output" / "recordings"
+    moved = parse_config({"display": {"output_dir": "o2"}}, base_dir=tmp_path).display
+    assert moved.record_dir == tmp_path / "o2" / "recordings"     # the default follows output_dir
+    chosen = parse_config({"display": {"record": True, "record_dir": "videos", "record_segment_seconds": 5,
+                                       "record_max_bytes": 50_000_000}}, base_dir=tmp_path).display
+    assert (chosen.record, chosen.record_dir, chosen.record_segment_seconds, chosen.record_max_bytes) == \
+        (True, tmp_path / "videos", 5.0, 50_000_000)
+    assert {"display.record", "display.record_dir", "display.record_segment_seconds",
+            "display.record_max_bytes"} <= RESTART_ONLY
+
+
+def test_bad_recording_values_name_their_key(tmp_path):
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    problems = problems_of({"display": {"record": "yes", "record_dir": "afile", "record_segment_seconds": 0,
+                                        "record_max_bytes": 10}}, base_dir=tmp_path)
+    assert problems[0] == "display.record: must be true or false, got 'yes'"
+    assert problems[1].startswith("display.record_dir: is a file, not a folder:")
+    assert problems[2] == "display.record_segment_seconds: must be between 1 and 3600, got 0"
+    assert problems[3] == "display.record_max_bytes: must be between 1000000 and 10000000000000, got 10"
+
+
+def test_comfyui_url_takes_one_url_or_a_list_and_urls_always_holds_them_all():
+    one = parse_config({"comfyui": {"url": "http://127.0.0.1:8000/"}}).comfyui
+    assert one.url == "http://127.0.0.1:8000" and one.urls == ("http://127.0.0.1:8000",)
+    assert parse_config({}).comfyui.urls == ("http://127.0.0.1:8188",)
+    several = parse_config({"comfyui": {"url": ["http://127.0.0.1:8188", "http://10.0.0.2:8188/",
+                                                "http://127.0.0.1:8188"]}}).comfyui
+    assert several.urls == ("http://127.0.0.1:8188", "http://10.0.0.2:8188")   # the duplicate dropped
+    assert several.url == several.urls[0]
+    # a copy with another setting keeps the list; a copy with a new single url is that url alone
+    assert dataclasses.replace(several, job_timeout=5.0).urls == several.urls
+    assert dataclasses.replace(several, url="http://127.0.0.1:9000").urls == ("http://127.0.0.1:9000",)
+
+
+def test_a_list_edit_beyond_the_first_url_is_a_change_needing_a_restart():
+    a = parse_config({"comfyui": {"url": ["http://127.0.0.1:8188", "http://127.0.0.1:8189"]}})
+    b = parse_config({"comfyui": {"url": ["http://127.0.0.1:8188", "http://127.0.0.1:8190"]}})
+    assert changed_keys(a, b) == ["comfyui.urls"]
+    assert "comfyui" in RESTART_ONLY
+
+
+def test_bad_comfyui_urls_say_which_item_is_wrong():
+    assert problems_of({"comfyui": {"url": []}})[0].startswith("comfyui.url: must be a URL or a list of URLs")
+    assert problems_of({"comfyui": {"url": ["http://127.0.0.1:8188", "ftp://x"]}})[0].startswith(
+        "comfyui.url: item 1 must be an http:// or https:// URL")
+    assert problems_of({"comfyui": {"urls": ["http://127.0.0.1:8188"]}})[0].startswith(
+        "comfyui.urls: unknown key")   # the list goes in url: one way to say it
+
+
+def test_memory_warning_threshold_defaults_to_2048_mib_and_zero_turns_it_off():
+    assert parse_config({}).comfyui.memory_warn_mib == 2048
+    assert parse_config({"comfyui": {"memory_warn_mib": 0}}).comfyui.memory_warn_mib == 0
+    assert problems_of({"comfyui": {"memory_warn_mib": -1}}) == [
+        "comfyui.memory_warn_mib: must be between 0 and 1000000, got -1"]
+    assert problems_of({"comfyui": {"memory_warn_mib": 1.5}}) == [
+        "comfyui.memory_warn_mib: must be a whole number, got 1.5"]
+
+
+def test_dream_section_is_read_by_the_dream_parser_with_references_against_the_config_folder(tmp_path):
+    from backend.dream.settings import DreamSettings
+
+    assert parse_config({}).dream == DreamSettings()
+    config = parse_config({"dream": {"anchor_every": 8, "grounding": "reinhard", "references": ["refs", "/abs/a.png"]}},
+                          base_dir=tmp_path)
+    assert config.dream.anchor_every == 8 and config.dream.grounding == "reinhard"
+    assert config.dream.references == (str(tmp_path / "refs"), str(Path("/abs/a.png")))
+    problems = problems_of({"dream": {"chroma_strength": 2, "grounding": "magic", "anchr_every": 3}})
+    assert "dream.chroma_strength: must be a number from 0 to 1, got 2" in problems
+    assert any(p.startswith("dream.grounding: must be one of") for p in problems)
+    assert any(p.startswith("dream.anchr_every: unknown key") for p in problems)
+
+
+def test_dream_edits_apply_live_except_the_references(tmp_path):
+    assert "dream.references" in RESTART_ONLY and "dream.anchor_every" not in RESTART_ONLY
+    path, clock, watcher = watched(tmp_path, "dream: {anchor_every: 16}\n")
+    write(path, "dream: {anchor_every: 4, references: [x.png]}\n")
+    clock.now += 1
+    new = watcher.poll()
+    assert new.dream.anchor_every == 4 and new.dream.references == ()   # references kept until a restart

@@ -1,12 +1,16 @@
 """The `dream:` config section: frozen DreamSettings and parse_dream_settings(raw, path).
 
-The config owner calls `parse_dream_settings(raw_section, "dream")` and reports the problems
-with the rest; every key has a default, so an absent section means "all controls on".
+The config owner calls `parse_dream_settings(raw_section, "dream", config_folder)` and reports the
+problems with the rest; every key has a default, so an absent section means "all controls on".
+Reference entries are resolved against the config file's folder here; whether they are images
+is checked at start (backend.dream.references), where a bad one stops the daemon.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from backend.dream.palette import MODES
 
@@ -62,8 +66,10 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def parse_dream_settings(raw: dict | None, path: str = "dream") -> tuple[DreamSettings, list[str]]:
-    """`raw` (the YAML mapping, or None) -> (settings, problems); problems name `path.key` each."""
+def parse_dream_settings(raw: dict | None, path: str = "dream",
+                         base: Path | str | None = None) -> tuple[DreamSettings, list[str]]:
+    """`raw` (the YAML mapping, or None) -> (settings, problems); problems name `path.key` each.
+    `base`: the folder relative reference entries resolve against (None: kept as written)."""
     if raw is None:
         return DreamSettings(), []
     if not isinstance(raw, dict):
@@ -76,6 +82,8 @@ def parse_dream_settings(raw: dict | None, path: str = "dream") -> tuple[DreamSe
         value, default, where = raw[key], getattr(defaults, key), f"{path}.{key}"
         if key == "references":
             parsed = _references(value, where, problems)
+            if parsed is not None and base is not None:
+                parsed = tuple(_resolve(entry, Path(base)) for entry in parsed)
         elif isinstance(default, bool):
             parsed = value if isinstance(value, bool) else problems.append(f"{where}: must be true or false, got {value!r}")
         elif key == "grounding":
@@ -96,6 +104,11 @@ def _number(value, kind: type, bounds: tuple[float, float], where: str, problems
         problems.append(f"{where}: must be {what} from {low:g} to {high:g}, got {value!r}")
         return None
     return kind(value)
+
+
+def _resolve(entry: str, base: Path) -> str:
+    path = Path(entry.strip()).expanduser()
+    return os.path.normpath(path if path.is_absolute() else base / path)
 
 
 def _references(value, where: str, problems: list[str]):
