@@ -218,3 +218,55 @@ def test_a_cpu_user_with_a_taesd_pair_gets_frames_from_a_folder_with_the_default
                cwd=tmp_path, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out" / "current_frame.png").is_file()
+
+
+def test_the_render_subcommand_runs_the_seed_walk_command_and_its_errors_exit_2_in_one_line(tmp_path):
+    done = run(str(MAIN), "render", "--seeds", "7", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "reverie render: a seed walk needs two or more seeds, got 1: pass e.g. --seeds 1 2"
+    assert "--seeds SEED" in run(str(MAIN), "render", "--help", cwd=tmp_path).stdout
+
+
+def test_help_names_the_autostart_flags_and_the_render_command(tmp_path):
+    text = run(str(MAIN), "--help", cwd=tmp_path).stdout
+    for flag in ("--install-autostart", "--remove-autostart", "--autostart-status", "backend/main.py render"):
+        assert flag in text
+
+
+def test_the_autostart_flags_are_exclusive(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse_args(["--install-autostart", "--remove-autostart"])
+    assert stop.value.code == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="installs a Task Scheduler task elsewhere")
+def test_autostart_install_status_remove_round_trip_through_main_into_a_private_systemd_folder(tmp_path):
+    config = tmp_path / "my config.yaml"
+    config.write_text("display: {fps: 5}\n")
+    # A private XDG_CONFIG_HOME and no systemctl on PATH: the machine's own units are never touched.
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "PATH": str(Path(sys.executable).parent)}
+
+    def main_with(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(MAIN), *args, "--config", str(config)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    unit = tmp_path / "xdg" / "systemd" / "user" / "reverie.service"
+    assert main_with("--autostart-status").stdout.strip() == "autostart is off"
+    for _ in range(2):  # installing twice is the same as once
+        done = main_with("--install-autostart")
+        assert done.returncode == 0 and done.stdout.startswith("autostart on: systemd user unit"), done
+    assert f'"--config" "{config}"' in unit.read_text(encoding="utf-8")   # the path with a space, quoted
+    assert main_with("--autostart-status").stdout.strip() == f"autostart is on ({unit})"
+    assert main_with("--remove-autostart").stdout.strip() == f"autostart off: removed {unit}"
+    assert not unit.exists() and main_with("--autostart-status").stdout.strip() == "autostart is off"
+    assert main_with("--remove-autostart").stdout.strip() == "autostart was not installed; nothing to remove"
+
+
+def test_autostart_is_not_installed_for_a_config_that_does_not_load(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("display: {fps: 0}\n")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "PATH": str(Path(sys.executable).parent)}
+    done = subprocess.run([sys.executable, str(MAIN), "--install-autostart", "--config", str(config)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2 and "display.fps" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "xdg").exists()

@@ -3,6 +3,8 @@ checkpoint ComfyUI lacks, and the Windows console-close path driven through its 
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 import time
 import types
@@ -141,3 +143,32 @@ def test_console_close_through_the_seam_stops_main_with_a_stopped_status_before_
     assert seen["returned"] == 1 and seen["state_on_return"] == "stopped"
     assert seen["seconds"] < 5.0
     assert pixels(tmp_path / "out" / "current_frame.png").shape == (64, 64, 3)
+
+
+def test_a_second_daemon_on_the_same_output_folder_exits_2_naming_the_first_ones_pid(tmp_path, tiny_vae):
+    write_config(tmp_path, tiny_vae, keyframes=images_folder(tmp_path), display={"history_keep": 0})
+    first = start_daemon(tmp_path)
+    try:
+        wait_until(lambda: (read_status(tmp_path) or {}).get("frame", -1) >= 2, timeout=120, what="the first's frames",
+                   check=lambda: first.poll() is None or pytest.fail(f"the first daemon ended: {first.communicate()}"))
+        second = start_daemon(tmp_path, "--max-frames", "1")
+        stdout, stderr = second.communicate(timeout=120)
+        assert second.returncode == 2
+        assert f"PID {first.pid}" in stderr and "already running" in stderr
+        assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+        assert first.poll() is None                           # the first one carries on, its lock kept
+        assert f'"pid": {first.pid}' in (tmp_path / "out" / "reverie.lock").read_text(encoding="utf-8")
+        # the lock is taken before logging starts: the second wrote nothing into the first's log
+        assert "already running" not in (tmp_path / "out" / "reverie.log").read_text(encoding="utf-8")
+    finally:
+        if sys.platform == "win32":
+            first.kill()
+        else:
+            first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    if sys.platform != "win32":                                # a clean stop gives the folder back
+        assert first.returncode == 0
+        assert not (tmp_path / "out" / "reverie.lock").exists()
+        third = start_daemon(tmp_path, "--max-frames", "2")
+        _, stderr = third.communicate(timeout=120)
+        assert third.returncode == 0, stderr
