@@ -1,4 +1,4 @@
-"""Build the daemon's pieces from a validated Config: keyframe source, VAE encoder, schedule.
+"""Build the daemon's pieces from a validated Config: keyframe source, VAE encoder, schedule, dream.
 
 Every problem a user must fix (unreadable start image, ComfyUI rejecting the checkpoint or
 workflow, missing VAE weights, empty folder) becomes a `UserError` with one clear sentence;
@@ -94,8 +94,44 @@ def seed_policy(config: Config) -> SeedPolicy:
     return SeedPolicy(config.keyframes.seed.policy, config.keyframes.seed.value)
 
 
-def build_source(config: Config) -> tuple[Any, Any]:
-    """(keyframe source, ComfyClient or None). Checks the workflow against ComfyUI when it is up."""
+def build_dream(config: Config) -> Any:
+    """The Dream (backend.dream) that measures every keyframe into output/quality.csv and, for the
+    ComfyUI source, steers the img2img loop. A folder source is measured only: its keyframes are
+    the user's pictures, not a loop that drifts. Bad reference images are a UserError naming each."""
+    from backend.dream.dream import Dream
+    from backend.dream.references import ReferenceError, load_references
+
+    comfy = config.keyframes.source == "comfyui"
+    references = None
+    if comfy and config.dream.references:
+        try:
+            references = load_references(config.dream.references)  # entries are absolute (config.py)
+        except ReferenceError as exc:
+            raise UserError(str(exc)) from None
+    return Dream(config.dream, quality_path=config.display.output_dir / "quality.csv", references=references,
+                 steering=comfy)
+
+
+def build_client(config: Config) -> Any:
+    """A ComfyClient for one comfyui.url; a FailoverClient over the list when there are several."""
+    comfy = config.comfyui
+    kwargs = dict(request_timeout=comfy.request_timeout, job_timeout=comfy.job_timeout)
+    if len(comfy.urls) > 1:
+        try:
+            from backend.comfyui.failover import FailoverClient
+        except ImportError:  # not built yet: the first server alone, said once
+            log.warning("comfyui.url lists %d servers but this Reverie has no failover; using %s only",
+                        len(comfy.urls), comfy.url)
+        else:
+            return FailoverClient(list(comfy.urls), **kwargs)
+    from backend.comfyui.client import ComfyClient
+
+    return ComfyClient(comfy.url, **kwargs)
+
+
+def build_source(config: Config, dream: Any = None) -> tuple[Any, Any]:
+    """(keyframe source, ComfyClient or None). Checks the workflow against ComfyUI when it is up.
+    `dream`: the Dream whose hooks the ComfyUI source calls (a folder source has none to call)."""
     keyframes, resolution = config.keyframes, tuple(config.generation.resolution)
     start_image = load_start_image(keyframes.start_image, resolution)  # K_0 for either source
     if keyframes.source == "folder":
@@ -103,10 +139,11 @@ def build_source(config: Config) -> tuple[Any, Any]:
             return FolderSource(keyframes.folder, resolution, start_image=start_image), None
         except KeyframeSourceError as exc:
             raise UserError(str(exc)) from None
-    from backend.comfyui.client import ComfyClient, discover
+    from backend.comfyui.client import discover
     from backend.comfyui.discovery import LIKELY_PORTS
     from backend.comfyui.keyframe import KeyframeGenerator
     from backend.comfyui.workflow import WorkflowError, load_workflow
+    from backend.desktop.instance_lock import instance_tag
 
     comfy = config.comfyui
     try:
@@ -119,19 +156,16 @@ def build_source(config: Config) -> tuple[Any, Any]:
         # first of them would fail, so say it now
         raise UserError(f"The img2img workflow {comfy.workflow} has no LoadImage node to receive the previous "
                         f"keyframe; add one or set comfyui.node_ids.image.")
-
-    def connect(url: str) -> tuple[Any, Any]:
-        client = ComfyClient(url, request_timeout=comfy.request_timeout, job_timeout=comfy.job_timeout)
-        generator = KeyframeGenerator(
-            client, img2img=img2img, txt2img=txt2img, checkpoint=comfy.checkpoint, steps=keyframes.steps,
-            cfg=keyframes.cfg, sampler=keyframes.sampler, scheduler=keyframes.scheduler,
-            width=resolution[0], height=resolution[1])
-        return client, generator
-
-    warn_if_unencrypted(comfy.url)
-    client, generator = connect(comfy.url)
+    for url in comfy.urls:
+        warn_if_unencrypted(url)
+    client = build_client(config)
+    # Two daemons (two output folders) sharing one ComfyUI must not overwrite each other's uploads.
+    generator = KeyframeGenerator(
+        client, img2img=img2img, txt2img=txt2img, checkpoint=comfy.checkpoint, steps=keyframes.steps,
+        cfg=keyframes.cfg, sampler=keyframes.sampler, scheduler=keyframes.scheduler,
+        width=resolution[0], height=resolution[1], upload_tag=instance_tag(config.display.output_dir))
     ready = _preflight(client, generator)
-    if not ready:
+    if not ready and len(comfy.urls) == 1:
         # Only a hint: adopting whatever answers on 8188/8000-8010 would send every prompt to
         # another server for good when the configured ComfyUI is merely slow to start at login.
         # Only the likely ports: this runs at every start, and at login ComfyUI is usually not up yet.
@@ -139,8 +173,9 @@ def build_source(config: Config) -> tuple[Any, Any]:
         if found and found.rstrip("/") != comfy.url.rstrip("/"):
             log.warning("no ComfyUI at %s yet, but one answers at %s; Reverie keeps waiting for %s "
                         "(set comfyui.url: %s to use the other one)", comfy.url, found, comfy.url, found)
-        log.warning("ComfyUI is not reachable at %s; waiting for it (the picture stays up)", comfy.url)
-    return _comfy_source(config, client, generator, start_image, ready), client
+    if not ready:
+        log.warning("ComfyUI is not reachable at %s; waiting for it (the picture stays up)", " or ".join(comfy.urls))
+    return _comfy_source(config, client, generator, start_image, ready, dream), client
 
 
 def warn_if_unencrypted(url: str) -> None:
@@ -179,15 +214,16 @@ def _preflight(client: Any, generator: Any) -> bool:
         raise UserError(_one_sentence(exc)) from None
     except ComfyError as exc:   # an answer we did not expect (older server): not a reason to refuse to start
         log.warning("could not check the workflow against ComfyUI at %s (%s); it is checked again before the "
-                    "first keyframe", client.url, exc)
+                    "first keyframe", getattr(client, "current_url", None) or client.url, exc)
         return False
 
 
-def _comfy_source(config: Config, client: Any, generator: Any, start_image: Any, preflight_done: bool):
+def _comfy_source(config: Config, client: Any, generator: Any, start_image: Any, preflight_done: bool,
+                  dream: Any = None):
     keyframes = config.keyframes
     return ComfyUISource(generator, prompts=keyframes.prompts, prompt_period=keyframes.prompt_period,
                          seed=seed_policy(config), denoise=config.generation.hybrid.keyframe_denoise,
-                         start_image=start_image, preflight_done=preflight_done, client=client)
+                         start_image=start_image, preflight_done=preflight_done, client=client, dream=dream)
 
 
 def _one_sentence(exc: Exception) -> str:

@@ -268,3 +268,142 @@ def test_build_encoder_takes_the_vae_of_the_checkpoint_comfyui_is_told_to_use(tm
     encoder = build_encoder(parse_config({"vae": {"kind": "kl", "device": "cpu", "comfyui_dir": str(tmp_path)},
                                           "comfyui": {"checkpoint": "b_used.safetensors"}}))
     assert "b_used.safetensors" in encoder.source and "a_first" not in encoder.source
+
+
+# -- the dream (contract C3), upload names per instance and several servers (C2) ------------------
+
+NO_VAE = {"generation": {"resolution": [64, 64], "hybrid": {"use_vae_interpolation": False}}}
+
+def test_the_assembly_hands_one_dream_to_the_comfyui_source_and_to_the_daemon(tmp_path):
+    from backend.dream.dream import Dream
+    from backend.parts import Assembly
+
+    config = parse_config({"comfyui": {"url": "http://127.0.0.1:9", "request_timeout": 1},
+                           "dream": {"anchor_every": 5}, **NO_VAE}, base_dir=tmp_path)
+    assembly = Assembly(config)
+    source, client, encoder = assembly(config)
+    try:
+        assert isinstance(assembly.dream, Dream) and source.dream is assembly.dream
+        assert assembly.dream.settings == config.dream and assembly.dream.steering
+        assert assembly.dream._log.path == tmp_path / "output" / "quality.csv"
+    finally:
+        source.close()
+
+
+def test_build_parts_without_a_dream_gives_an_unsteered_source(tmp_path):
+    from backend.parts import build_parts
+
+    config = parse_config({"comfyui": {"url": "http://127.0.0.1:9", "request_timeout": 1}, **NO_VAE},
+                          base_dir=tmp_path)
+    source = build_parts(config).source
+    try:
+        assert source.dream is None
+    finally:
+        source.close()
+
+
+def test_a_folder_source_is_measured_into_quality_csv_but_never_steered(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from backend.frames import Keyframe
+    from backend.parts import Assembly
+
+    (tmp_path / "imgs").mkdir()
+    for name, colour in (("a.png", (200, 40, 40)), ("b.png", (40, 40, 200))):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / "imgs" / name)
+    config = parse_config({"keyframes": {"source": "folder", "folder": "imgs"},
+                           "dream": {"control": True, "references": ["missing.png"]}, **NO_VAE}, base_dir=tmp_path)
+    assembly = Assembly(config)   # references steer a ComfyUI loop only: not read for a folder
+    dream = assembly.dream
+    assert not dream.steering and not dream.settings.control
+    dream.update(config.dream)    # a live edit cannot switch steering on either
+    assert not dream.settings.control
+    source = assembly(config).source
+    for i in range(3):
+        keyframe = source.next_keyframe(None)
+        assert isinstance(keyframe, Keyframe)
+        dream.observe(keyframe, np.full((4, 8, 8), float(i), np.float32))
+    rows = (tmp_path / "output" / "quality.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 4 and rows[0].startswith("time,keyframe,origin")
+    status = dream.status_fields()
+    assert status["keyframes"] == 3 and status["control"] is False and status["events"]["collapse"] == 0
+
+
+def test_bad_reference_images_stop_the_start_with_every_one_named(tmp_path):
+    from backend.assembly import UserError
+    from backend.parts import Assembly
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.png").write_text("not a picture", encoding="utf-8")
+    config = parse_config({"comfyui": {"url": "http://127.0.0.1:9"},
+                           "dream": {"references": ["gone.png", "empty", "notes.png"]}}, base_dir=tmp_path)
+    with pytest.raises(UserError) as info:
+        Assembly(config)
+    message = str(info.value)
+    assert message.startswith("Bad reference images (fix or remove them in dream.references): ")
+    assert "gone.png: no such file or folder" in message and "empty: the folder has no images" in message
+    assert "notes.png: not an image Pillow can read" in message and "\n" not in message
+
+
+def test_good_reference_images_become_the_dreams_anchors(tmp_path):
+    from PIL import Image
+
+    from backend.parts import Assembly
+
+    (tmp_path / "refs").mkdir()
+    Image.new("RGB", (32, 32), "orange").save(tmp_path / "refs" / "one.png")
+    Image.new("RGB", (32, 32), "teal").save(tmp_path / "refs" / "two.bmp")
+    config = parse_config({"comfyui": {"url": "http://127.0.0.1:9"}, "dream": {"references": ["refs"]}},
+                          base_dir=tmp_path)
+    walk = Assembly(config).dream._walk
+    assert [im.getpixel((0, 0)) for im in walk.references] == [(255, 165, 0), (0, 128, 128)]
+
+
+def test_uploads_are_named_per_output_folder_so_two_daemons_can_share_one_comfyui(tmp_path):
+    from backend.desktop.instance_lock import instance_tag
+
+    names = []
+    for folder in ("out_a", "out_b"):
+        config = parse_config({"comfyui": {"url": "http://127.0.0.1:9", "request_timeout": 1},
+                               "display": {"output_dir": folder}}, base_dir=tmp_path)
+        source, _client = build_source(config)
+        try:
+            names.append(source.generator.upload_prefix)
+        finally:
+            source.close()
+        assert names[-1] == f"keyframe_{instance_tag(tmp_path / folder)}_"
+    assert names[0] != names[1]
+
+
+def test_one_url_gets_a_plain_client(tmp_path):
+    from backend.assembly import build_client
+    from backend.comfyui.client import ComfyClient
+
+    config = parse_config({"comfyui": {"url": ["http://127.0.0.1:9"], "request_timeout": 1.5}}, base_dir=tmp_path)
+    client = build_client(config)
+    try:
+        assert type(client) is ComfyClient and client.url == "http://127.0.0.1:9"
+    finally:
+        client.close()
+
+
+def test_several_urls_get_a_failover_client_over_all_of_them_in_order(tmp_path):
+    failover = pytest.importorskip("backend.comfyui.failover")
+    from backend.assembly import build_client
+
+    urls = ["http://127.0.0.1:9", "http://127.0.0.1:10"]
+    config = parse_config({"comfyui": {"url": urls, "request_timeout": 1.5, "job_timeout": 20}}, base_dir=tmp_path)
+    client = build_client(config)
+    try:
+        assert isinstance(client, failover.FailoverClient)
+        assert list(client.urls) == urls and client.current_url == urls[0]
+    finally:
+        client.close()
+    source, client = build_source(config)
+    try:
+        assert source.client is client and source.generator.client is client
+        assert isinstance(client, failover.FailoverClient)
+    finally:
+        source.close()
+

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,9 +52,13 @@ class InputPlan:
 
 
 class Dream:
+    """`steering=False`: measure only, whatever the settings say (a folder source: there is no
+    img2img input to ground and no anchor to walk back to, but quality.csv still tells the story)."""
+
     def __init__(self, settings: DreamSettings | None = None, *, quality_path: Path | str | None = None,
-                 references: list[Image.Image] | None = None):
-        self.settings = settings or DreamSettings()
+                 references: list[Image.Image] | None = None, steering: bool = True):
+        self.steering = steering
+        self.settings = self._allowed(settings or DreamSettings())
         self._lock = threading.Lock()
         s = self.settings
         self._walk = AnchorWalk(s.anchor_every, s.anchor_denoise, s.prompt_settle, references)
@@ -77,12 +81,16 @@ class Dream:
     def update(self, settings: DreamSettings) -> None:
         """A live config edit: strengths, bands, the anchor schedule and the quality.csv bounds apply
         from the next keyframe (references are read at start only)."""
+        settings = self._allowed(settings)
         with self._lock:
             self.settings = settings
             self._guard.settings = settings
             self._walk.configure(settings.anchor_every, settings.anchor_denoise, settings.prompt_settle)
             if self._log is not None:
                 self._log.max_bytes, self._log.keep = settings.quality_log_bytes, settings.quality_log_keep
+
+    def _allowed(self, settings: DreamSettings) -> DreamSettings:
+        return settings if self.steering or not settings.control else replace(settings, control=False)
 
     # -- keyframe thread ------------------------------------------------------------------------
     def plan_input(self, previous) -> InputPlan:
