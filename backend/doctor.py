@@ -4,7 +4,10 @@ Checks, in order, each printed as one line: the config is valid; torch sees a CU
 exact pytorch.org install line, because PyPI's Windows wheel is CPU-only and the SD VAE then
 takes seconds per frame); ComfyUI answers at the configured URL (else where it was found: 8188 or
 ComfyUI Desktop's 8000..9000); ComfyUI has the checkpoint, nodes, sampler and scheduler; the
-VAE weights are found (naming the file: with vae.comfyui_dir, the checkpoint the workflow uses). Exit code 0 when nothing failed, 1 otherwise (warnings do not fail).
+VAE weights are found (naming the file: with vae.comfyui_dir, the checkpoint the workflow uses);
+the dream's drift controls in force (a fixed seed without the anchor walk is warned about) and its
+reference images; what in the ComfyUI setup makes long runs go bad (custom nodes in the workflows,
+a crowded input/ folder). Exit code 0 when nothing failed, 1 otherwise (warnings do not fail).
 """
 
 from __future__ import annotations
@@ -103,7 +106,59 @@ def check_comfyui(report: Report, config: Config) -> None:
     used = workflow_vae(config)[0]
     wanted = used if config.comfyui.checkpoint else f"{used}, the workflow's own" if used else "none named"
     report.ok(f"ComfyUI accepts the workflows (checkpoint: {wanted}; {len(names)} on the server)")
-    source.close()
+    try:
+        check_hygiene(report, source.generator, found_client.object_info())
+    except ComfyError as exc:
+        report.warn(f"could not read ComfyUI's node list for the long-run checks: {exc}")
+    finally:
+        source.close()
+    for other in config.comfyui.urls[1:]:
+        check_fallback(report, other, config)
+
+
+def check_hygiene(report: Report, generator, object_info: dict) -> None:
+    """Custom nodes in the keyframe workflows and a crowded input/ folder (backend.desktop.comfy_hygiene)."""
+    from backend.desktop.comfy_hygiene import hygiene_notes
+
+    class_types = [node["class_type"] for workflow in (generator.img2img, generator.txt2img)
+                   for node in workflow.graph.values()]
+    for note in hygiene_notes(class_types, object_info):
+        report.warn(note)
+
+
+def check_fallback(report: Report, url: str, config: Config) -> None:
+    """A server after the first in comfyui.url: down is only a warning (it is the spare)."""
+    from backend.comfyui.client import ComfyClient
+    from backend.comfyui.errors import ComfyError
+
+    client = ComfyClient(url, request_timeout=min(5.0, config.comfyui.request_timeout))
+    try:
+        report.ok(f"spare ComfyUI {client.version()} answers at {url}")
+    except ComfyError:
+        report.warn(f"the spare ComfyUI at {url} is not reachable now; Reverie moves to it only when it answers")
+    finally:
+        client.close()
+
+
+def check_dream(report: Report, config: Config) -> None:
+    """The drift controls in force, the fixed-seed warning, and the reference images."""
+    from backend.dream.references import validate_references
+    from backend.dream.settings import seed_warning
+
+    if config.keyframes.source != "comfyui":
+        report.ok("dream: the folder's keyframes are measured into quality.csv (no img2img loop to steer)")
+        return
+    report.ok(f"dream: {config.dream.summary()}")
+    warning = seed_warning(config.dream, config.keyframes.seed.policy)
+    if warning:
+        report.warn(warning)
+    if config.dream.references:
+        problems = validate_references(config.dream.references)
+        if problems:
+            report.fail("Bad reference images (fix or remove them in dream.references): " + "; ".join(problems))
+        else:
+            report.ok(f"dream.references: {len(config.dream.references)} entr"
+                      f"{'y' if len(config.dream.references) == 1 else 'ies'} readable")
 
 
 def check_vae(report: Report, config: Config) -> None:
@@ -139,6 +194,7 @@ def _run_checks(config: Config, config_path: Path) -> int:
     report.ok(f"config {Path(config_path).absolute()} is valid")
     for problem in writable_problems(config.display.output_dir, config.logging.file, create=False):
         report.fail(problem)
+    check_dream(report, config)
     check_torch(report)
     if config.keyframes.source == "comfyui":
         check_comfyui(report, config)

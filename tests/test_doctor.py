@@ -85,3 +85,75 @@ def test_check_fails_on_an_output_folder_it_cannot_write(tmp_path, capsys, monke
     assert run_checks(config, tmp_path / "config.yaml") == 1
     assert "[FAIL] display.output_dir: cannot write to" in capsys.readouterr().out
     assert logging.getLogger("backend").level == level  # quiet for the report only, not for what runs next
+
+
+# -- the dream and the long-run checks -------------------------------------------------------------
+
+def test_check_prints_the_drift_settings_in_force_and_warns_about_a_fixed_seed_without_anchors(capsys):
+    from backend.config import parse_config
+    from backend.doctor import check_dream
+
+    report = Report()
+    check_dream(report, parse_config({"dream": {"anchor_every": 8}}))
+    out = capsys.readouterr().out
+    assert report.failed == 0 and "[ ok ] dream: histogram grounding (chroma 0.6, luma 0.2)" in out
+    assert "anchor every 8 at denoise 0.6" in out and "[warn]" not in out
+    check_dream(report, parse_config({"dream": {"anchor_every": 0}, "keyframes": {"seed": {"policy": "fixed"}}}))
+    out = capsys.readouterr().out
+    assert "[warn] keyframes.seed.policy is fixed and the anchor walk is off" in out and report.failed == 0
+
+
+def test_check_fails_on_bad_reference_images_naming_each(tmp_path, capsys):
+    from PIL import Image
+
+    from backend.config import parse_config
+    from backend.doctor import check_dream
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    report = Report()
+    check_dream(report, parse_config({"dream": {"references": ["good.png", "bad.png", "gone"]}}, base_dir=tmp_path))
+    out = capsys.readouterr().out
+    assert report.failed == 1
+    fail, = [line for line in out.splitlines() if line.startswith("[FAIL]")]
+    assert "bad.png: not an image Pillow can read" in fail and "gone: no such file or folder" in fail
+    assert "good.png" not in fail
+
+
+def test_check_warns_about_custom_nodes_in_the_workflow_and_a_crowded_input_folder(capsys):
+    from types import SimpleNamespace
+
+    from backend.comfyui.workflow import load_workflow
+    from backend.doctor import check_hygiene
+
+    generator = SimpleNamespace(img2img=load_workflow("builtin:img2img"), txt2img=load_workflow("builtin:txt2img"))
+    info = {"KSampler": {"python_module": "custom_nodes.leaky_pack"},
+            "LoadImage": {"input": {"required": {"image": [[f"f{i}.png" for i in range(1500)]]}}}}
+    report = Report()
+    check_hygiene(report, generator, info)
+    out = capsys.readouterr().out
+    assert "[warn] the keyframe workflow uses custom nodes: KSampler (leaky_pack)" in out
+    assert "[warn] ComfyUI's input folder holds 1500 files" in out and report.failed == 0
+    check_hygiene(report, generator, {"KSampler": {"python_module": "nodes"}})
+    assert capsys.readouterr().out == ""
+
+
+def test_check_against_a_server_with_a_spare_that_is_down_warns_about_the_spare_only(tmp_path, capsys):
+    import socket
+
+    from backend.config import parse_config
+    from backend.doctor import check_comfyui
+    from tests.fake_comfyui import FakeComfyUI
+
+    with socket.socket() as probe:   # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        spare = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with FakeComfyUI(root=tmp_path / "server") as server:
+        config = parse_config({"comfyui": {"url": [server.url, spare], "request_timeout": 2},
+                               "generation": {"resolution": [64, 64]}}, base_dir=tmp_path)
+        report = Report()
+        check_comfyui(report, config)
+    out = capsys.readouterr().out
+    assert report.failed == 0, out
+    assert f"answers at {server.url}" in out and "ComfyUI accepts the workflows" in out
+    assert f"[warn] the spare ComfyUI at {spare} is not reachable now" in out
