@@ -8,7 +8,6 @@ No torch here: sources only talk to ComfyUI (through backend.comfyui) or read fi
 from __future__ import annotations
 
 import logging
-import random
 import threading
 
 from PIL import Image
@@ -18,49 +17,13 @@ from backend.comfyui.reachability import ReachabilityWatch
 from backend.comfyui.text import safe_line, safe_text
 from backend.comfyui.workflow import WorkflowError
 from backend.frames import Keyframe, KeyframeSourceError
+from backend.seeds import PromptRotation, SeedPolicy  # SeedPolicy is still imported from here by older callers
 
 log = logging.getLogger(__name__)
 
 # Lost jobs in a row made again without counting: a restart loses one; a server that loses
 # every job (it forgets history at once) must still end in a skip, never in a loop.
 LOST_JOBS_FORGIVEN = 10
-
-class PromptRotation:
-    """Cycles `prompts` (objects with .prompt / .negative), `period` keyframes each."""
-
-    def __init__(self, prompts, period: int) -> None:
-        self.prompts, self.period = tuple(prompts), period
-        self.index, self._made = 0, 0
-
-    @property
-    def current(self):
-        return self.prompts[self.index % len(self.prompts)]
-
-    def made_one(self) -> None:
-        self._made += 1
-        if self._made >= self.period:
-            self.skip()
-
-    def skip(self) -> None:
-        self.index, self._made = (self.index + 1) % len(self.prompts), 0
-
-
-class SeedPolicy:
-    """`random` -> a fresh seed each keyframe; `fixed` -> value; `increment` -> value, value+1, ..."""
-
-    def __init__(self, policy: str, value: int = 0, rng: random.Random | None = None) -> None:
-        self.policy, self.value, self._rng, self._count = policy, value, rng or random.Random(), 0
-
-    def next(self) -> int:
-        if self.policy == "fixed":
-            return self.value
-        if self.policy == "increment":
-            self._count += 1
-            return (self.value + self._count - 1) % 2**64
-        return self.fresh()
-
-    def fresh(self) -> int:
-        return self._rng.randrange(2**32)
 
 
 class ComfyUISource:
@@ -93,8 +56,7 @@ class ComfyUISource:
         self._state_lock = threading.Lock()
         self._held = False                # interrupt_current() was called and resume() not yet
         self._watch = None                # the idle ReachabilityWatch, started with the first keyframe
-        self._traceback_logged = False    # an unexpected error's traceback is logged once per run
-        self._dream_traceback_logged = False
+        self._traceback_logged = self._dream_traceback_logged = False  # a traceback is logged once per run
         self._made_with = ""              # prompt of the last keyframe made: a skipped one shows its image
         self._last: Keyframe | None = None  # the keyframe returned last (to map a bare previous image back)
         reachability = getattr(client, "reachability", None)
@@ -333,6 +295,5 @@ class ComfyUISource:
 
 
 def _rejected(exc: WorkflowRejected) -> str:
-    lines = getattr(exc, "lines", None) or []
-    summary = getattr(exc, "summary", None) or str(exc)
+    summary, lines = getattr(exc, "summary", None) or str(exc), getattr(exc, "lines", None) or []
     return safe_line("; ".join([summary.rstrip(".:"), *lines]), 1000)

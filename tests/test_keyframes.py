@@ -15,7 +15,8 @@ from backend.comfyui.errors import ComfyUnavailable, ExecutionFailed, Interrupte
 from backend.comfyui.workflow import WorkflowError
 from backend.folder_source import FolderSource
 from backend.frames import Keyframe, KeyframeSourceError
-from backend.keyframes import ComfyUISource, PromptRotation, SeedPolicy
+from backend.keyframes import ComfyUISource
+from backend.seeds import PromptRotation, SeedPolicy
 
 
 @dataclass(frozen=True)

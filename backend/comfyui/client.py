@@ -41,6 +41,17 @@ class ComfyClient(ComfyHTTP):
         """run() plus the prompt id and the seconds it took (JobRunner.run_job says what it raises)."""
         return self.jobs.run_job(graph, output_node=output_node)
 
+    @property
+    def busy(self) -> bool:
+        """A job of ours is in flight (run_job has not returned)."""
+        return self.jobs.busy
+
+    def reconnect(self) -> None:
+        """Drop and reopen the event socket and the pooled HTTP connections; the next request (or
+        the idle probe) asks the server afresh. For after a sleep or a run of failed probes."""
+        self.reset_connections()
+        self.jobs.reconnect()
+
     def interrupt_current(self) -> bool:
         """Interrupt our job in flight, never another client's; False when there is none."""
         return self.jobs.interrupt_current()

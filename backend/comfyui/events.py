@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 from urllib.parse import urlsplit
 
 import websocket
@@ -82,19 +83,33 @@ class EventStream:
     def __init__(self, base_url: str, client_id: str, connect_timeout: float):
         self.base_url, self.client_id, self.connect_timeout = base_url, client_id, connect_timeout
         self._socket: EventSocket | None = None
+        self._reconnect = threading.Event()
 
     @property
     def connected(self) -> bool:
         return self._socket is not None
 
+    def request_reconnect(self) -> None:
+        """From any thread: the socket is dropped by the thread that uses it, at its next recv()
+        or ensure() (a socket closed under a recv in progress would break it mid-frame). Used
+        after the PC slept: a socket that looks open may be dead without ever saying so."""
+        self._reconnect.set()
+
     def ensure(self) -> None:
         """Connect unless connected; ComfyUnavailable when the server does not accept."""
+        if self._reconnect.is_set():
+            self._reconnect.clear()
+            self.drop()
         if self._socket is None:
             self._socket = EventSocket(self.base_url, self.client_id, self.connect_timeout)
 
     def recv(self, timeout: float) -> str | bytes | None:
         """One message or None (nothing within `timeout` s, or not connected); Disconnected when
-        the socket broke (it is dropped: the next ensure() reconnects)."""
+        the socket broke or a reconnect was requested (it is dropped: the next ensure() reconnects)."""
+        if self._reconnect.is_set() and self._socket is not None:
+            self._reconnect.clear()
+            self.drop()
+            raise Disconnected("a reconnect was requested")
         if self._socket is None:
             return None
         try:

@@ -22,6 +22,12 @@ from backend.comfyui.reachability import Reachability
 from backend.comfyui.text import safe_line
 
 
+def _session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False       # a system proxy must not intercept loopback traffic
+    return session
+
+
 class ComfyHTTP:
     """Talks HTTP to one ComfyUI server. Each method is one request (or a short retry of one)."""
 
@@ -29,10 +35,8 @@ class ComfyHTTP:
         self.url = url.rstrip("/")
         self.request_timeout = request_timeout      # seconds per HTTP request / WS connect
         self.reachability = Reachability()
-        self._http = requests.Session()
-        self._http.trust_env = False                # a system proxy must not intercept loopback traffic
-        self._probe_http = requests.Session()       # probe() runs on another thread: its own session
-        self._probe_http.trust_env = False
+        self._http = _session()
+        self._probe_http = _session()               # probe() runs on another thread: its own session
         self._probe_lock = threading.Lock()
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -82,6 +86,17 @@ class ComfyHTTP:
     def open_events(self, client_id: str) -> EventStream:
         """The WebSocket for `client_id`, not yet connected (EventStream.ensure() connects)."""
         return EventStream(self.url, client_id, self.request_timeout)
+
+    def reset_connections(self) -> None:
+        """Forget pooled keep-alive connections (after a sleep they may be dead without knowing it)
+        and let the next request or idle probe find out afresh whether the server answers. A
+        request in flight finishes on the connection it has."""
+        old, self._http = self._http, _session()
+        old.close()
+        with self._probe_lock:
+            self._probe_http.close()
+            self._probe_http = _session()
+        self.reachability.expire()
 
     def close(self) -> None:
         self._http.close()

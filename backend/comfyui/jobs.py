@@ -72,6 +72,17 @@ class JobRunner:
                 self.http.forget(prompt_id)
             return JobResult(images, prompt_id, time.monotonic() - start)
 
+    @property
+    def busy(self) -> bool:
+        """A run_job() is under way (uploaded graph queued, running, or being collected)."""
+        return self._job_lock.locked()
+
+    def reconnect(self) -> None:
+        """Drop and reopen the event socket, from any thread: a job in flight reconnects at once
+        (under the same clientId) and polls the server; otherwise the next job does before it
+        queues. The job's /history poll stays the truth either way, so no job is sent twice."""
+        self.events.request_reconnect()
+
     def interrupt_current(self) -> bool:
         """Interrupt (or unqueue) OUR prompt in flight; False when none is, or the server is away.
         The job then ends in Interrupted in its own thread."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import time
 
 from PIL import Image
@@ -28,7 +29,7 @@ from backend.frames import Keyframe
 
 log = logging.getLogger(__name__)
 
-UPLOAD_SLOTS = 3          # names reused round-robin: keyframe_0.png .. keyframe_2.png
+UPLOAD_SLOTS = 3          # names reused round-robin: keyframe_0.png .. keyframe_2.png (keyframe_{tag}_0.png ..)
 WEBSOCKET_RETRY_EVERY = 20  # keyframes made through SaveImage before SaveImageWebsocket is tried again
 DROPS_BEFORE_SWITCH = 2     # jobs in a row whose images a dropped socket lost, before SaveImage
 
@@ -38,15 +39,21 @@ class KeyframeGenerator:
 
     def __init__(self, client: ComfyClient, *, img2img: Workflow, txt2img: Workflow, checkpoint: str | None,
                  steps: int, cfg: float, sampler: str, scheduler: str, width: int, height: int,
-                 websocket_retry_every: int = WEBSOCKET_RETRY_EVERY):
+                 websocket_retry_every: int = WEBSOCKET_RETRY_EVERY, upload_tag: str = ""):
+        if not re.fullmatch(r"[A-Za-z0-9_-]*", upload_tag):
+            raise ValueError(f"upload_tag must be ASCII letters, digits, '-' or '_', got {upload_tag!r}")
         self.client = client
+        # Two daemons sharing one ComfyUI must not overwrite each other's input image between
+        # upload and run: a tag per instance (backend.desktop.instance_lock.instance_tag) keeps
+        # their names apart.
+        self.upload_prefix = f"keyframe_{upload_tag}_" if upload_tag else "keyframe_"
         self.img2img, self.txt2img = img2img, txt2img
         self.checkpoint = checkpoint          # None: keep the workflow's own ckpt_name
         self.steps, self.cfg = steps, cfg
         self.sampler, self.scheduler = sampler, scheduler
         self.width, self.height = width, height
         self._slots = itertools.cycle(range(UPLOAD_SLOTS))
-        self._checked = False
+        self._checked_on: str | None = None   # the server URL the last preflight passed on
         self.websocket_output = True          # False while SaveImageWebsocket images go missing
         self.websocket_retry_every = websocket_retry_every
         self._websocket_workflows: tuple[Workflow, Workflow] | None = None   # (img2img, txt2img), server has it
@@ -59,7 +66,26 @@ class KeyframeGenerator:
         Also picks the output node: SaveImageWebsocket when the server has it, else SaveImage.
         Raises ComfyUnavailable when the server does not answer. A check the server cannot answer
         (an unexpected status or body: an older or different server) is skipped with a warning.
+        With a FailoverClient a server that cannot run the workflows is passed over for the next
+        one; WorkflowRejected only when none can. Runs again by itself whenever the client's
+        current server changes.
         """
+        while True:
+            try:
+                self._check_server()
+                return
+            except WorkflowRejected as exc:
+                pass_over = getattr(self.client, "pass_over", None)
+                if pass_over is None or not pass_over("; ".join([exc.summary, *exc.lines])):
+                    raise
+
+    @property
+    def server(self) -> str:
+        """The URL jobs go to now (a FailoverClient's current server)."""
+        return getattr(self.client, "current_url", self.client.url)
+
+    def _check_server(self) -> None:
+        server = self.server      # read first: a switch during the checks makes the next keyframe check again
         problems: list[str] = []
         info = self._ask("the node classes, sampler and scheduler names", self.client.object_info)
         known, info = info is not None, info or {}
@@ -84,11 +110,14 @@ class KeyframeGenerator:
         if problems:
             raise WorkflowRejected("ComfyUI cannot run Reverie's workflows as configured", problems)
         # SaveImage when the node list is unknown: it works on every server
-        has_ws = "SaveImageWebsocket" in info and self.websocket_output
+        server_has_ws = "SaveImageWebsocket" in info
+        has_ws = server_has_ws and self.websocket_output
         self.img2img, self.txt2img = (self._choose_output(wf, has_ws) for wf in (self.img2img, self.txt2img))
         if has_ws:
             self._websocket_workflows = (self.img2img, self.txt2img)
-        self._checked = True
+        elif not server_has_ws:
+            self._websocket_workflows = None      # this server could not run them: never try them here
+        self._checked_on = server
 
     @staticmethod
     def _ask(what: str, question):
@@ -111,7 +140,7 @@ class KeyframeGenerator:
 
         The Keyframe's image is RGB as ComfyUI made it (size set by the workflow); `seconds` is
         upload + queue + wait + fetch, wall clock."""
-        if not self._checked:
+        if self._checked_on != self.server:
             self.preflight()
         start = time.monotonic()
         common = dict(positive=prompt, negative=negative, seed=seed, steps=self.steps, cfg=self.cfg,
@@ -119,7 +148,7 @@ class KeyframeGenerator:
         if image is None:
             patch = dict(width=self.width, height=self.height, denoise=1.0, **common)
         else:
-            ref = self.client.upload_image(image.convert("RGB"), f"keyframe_{next(self._slots)}.png")
+            ref = self.client.upload_image(image.convert("RGB"), f"{self.upload_prefix}{next(self._slots)}.png")
             patch = dict(image=ref, denoise=denoise, **common)
         trying_websocket = (not self.websocket_output and self._websocket_workflows is not None
                             and self._saved_since_switch >= self.websocket_retry_every)

@@ -45,6 +45,12 @@ class Reachability:
         for listener in listeners:          # outside the lock: a listener may read us back
             listener(ok, error if not ok else "")
 
+    def expire(self) -> None:
+        """The last answer no longer counts (the PC slept, a reconnect): the idle watch probes at
+        its next look instead of trusting it. `ok` is kept until a request says otherwise."""
+        with self._lock:
+            self.reported_at = float("-inf")
+
     def quiet_for(self) -> float:
         """Seconds since the last report."""
         return self._clock() - self.reported_at

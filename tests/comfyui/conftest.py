@@ -40,3 +40,23 @@ def invert_graph(image_ref: str, output: str = "SaveImage") -> dict:
     return {"1": {"class_type": "LoadImage", "inputs": {"image": image_ref}},
             "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
             "3": out}
+
+
+def record_jobs(fake) -> list:
+    """Every job the fake accepts from now on (its executor.Job: prompt_id, prompt, client_id),
+    in order: wraps the instance's enqueue, which POST /prompt calls."""
+    accepted: list = []
+    enqueue = fake.enqueue
+
+    async def recording(job) -> None:
+        accepted.append(job)
+        await enqueue(job)
+
+    fake.enqueue = recording
+    return accepted
+
+
+def seeds_of(jobs) -> list[int]:
+    """The KSampler seed of each job (the keyframe workflows have one KSampler)."""
+    return [node["inputs"]["seed"] for job in jobs for node in job.prompt.values()
+            if node.get("class_type") == "KSampler"]

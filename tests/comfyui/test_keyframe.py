@@ -201,3 +201,23 @@ def test_a_socket_that_drops_during_every_job_does_switch_to_save_image(fake, cl
     second = gen.generate_keyframe(first, "sky", "", seed=2, denoise=0.5).image
     assert np.array_equal(np.asarray(second), fake_sample(first, 2, 0.5))
     assert not gen.websocket_output and fake.file_counts()["output"] == 1
+
+
+def test_a_tagged_generator_uploads_under_names_of_its_own(fake, client, picture):
+    gen = _generator(client, upload_tag="ab12cd34")
+    image = picture
+    for seed in range(4):
+        image = gen.generate_keyframe(image, "sky", "", seed=seed, denoise=0.5).image
+    names = sorted(p.name for p in (fake.root / "input" / "reverie").iterdir())
+    assert names == ["keyframe_ab12cd34_0.png", "keyframe_ab12cd34_1.png", "keyframe_ab12cd34_2.png"]
+
+
+def test_without_a_tag_the_upload_names_stay_as_before(fake, client, picture):
+    _generator(client).generate_keyframe(picture, "sky", "", seed=1, denoise=0.5)
+    assert [p.name for p in (fake.root / "input" / "reverie").iterdir()] == ["keyframe_0.png"]
+
+
+@pytest.mark.parametrize("tag", ["../x", "a b", "a/b", "caf\u00e9", "x.png"])
+def test_an_upload_tag_that_could_change_the_path_or_name_kind_is_refused(client, tag):
+    with pytest.raises(ValueError, match="upload_tag"):
+        _generator(client, upload_tag=tag)
