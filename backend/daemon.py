@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Protocol
 from backend.assembly import UserError, needs_vae, schedule_settings, seed_policy
 from backend.config import Config, ConfigWatcher
 from backend.control import ControlFile, locate_control_file
+from backend.desktop.citizen import Citizen
 from backend.frame_writer import FrameWriter
 from backend.frames import Keyframe, KeyframeSourceError
 from backend.keyframes import ComfyUISource
 from backend.pacing import Clock, MonotonicClock
 from backend.parts import Parts, build_parts
-from backend.pause import Pause
+from backend.pause import Pause, free_comfyui, hold_work, resume_work
 from backend.screen import FrameListener, Screen, worth_logging
 from backend.shutdown import Shutdown
 from backend.status import StatusWriter
@@ -46,8 +47,8 @@ class Dream(Protocol):
     """What the daemon needs of backend.dream.Dream (contract I4)."""
 
     def observe(self, keyframe: Keyframe, latent: np.ndarray) -> object: ...
-
     def status_fields(self) -> dict: ...
+    def update(self, settings: object) -> None: ...
 
 
 def _is_vae_numerics(exc: BaseException) -> bool:
@@ -73,10 +74,14 @@ class Daemon:
         self.status_writer = StatusWriter(display.output_dir)
         self.screen = Screen(FrameWriter(display.output_dir, png_compression=display.png_compression,
                                          ring_size=display.ring_size, history_keep=display.history_keep), self.clock)
-        self.pause = Pause(self.clock)
+        self.pause = Pause(self.clock, free_delay=config.pause.free_after)
+        # Pause rules, ComfyUI's health and the recorder (its `wall` is a seam: a test jumps it as a PC waking does).
+        self.citizen = Citizen(config, self.set_paused, shutdown.stop)
+        self.add_frame_listener(self.citizen.on_frame)
         self.report = StatusReport(self)
         self.last_error = ""                        # this loop's problem of the moment (frame, VAE memory)
         self.out_of_memory = 0                      # VAE calls that found no GPU memory
+        self._waking = False                        # new jobs held: the PC woke and ComfyUI has not answered
         self.source: ComfyUISource | FolderSource | None = None
         self.client: ComfyClient | None = None
         self.encoder: LatentEncoder | None = None
@@ -106,6 +111,7 @@ class Daemon:
             from backend.interpolation.hybrid_generator import HybridGenerator
             self.gen = HybridGenerator(self.source, self.encoder, schedule_settings(self.config), clock=self.clock,
                                        on_keyframe_latent=self._observe if self.dream is not None else None).start()
+            self.citizen.start(self.config, self.client, self._own_work_running)
             self._play(max_frames)
         except (UserError, KeyframeSourceError) as exc:
             self._fail(str(exc))
@@ -140,6 +146,11 @@ class Daemon:
             log.warning("the keyframe thread did not stop within 2 s")
         elif self.gen is None and self.source is not None:
             self.source.close()
+        self.citizen.close()
+
+    def _own_work_running(self) -> bool:
+        """A keyframe of ours is being made (the GPU rule must not count that load as someone else's)."""
+        return bool(getattr(self.client, "busy", False)) or self.gen.worker.in_flight_since is not None
 
     # -- the loop ------------------------------------------------------------------------------
     def _play(self, max_frames: int | None) -> None:
@@ -160,7 +171,7 @@ class Daemon:
                 next_status = 0.0  # say "paused" (or what else changed) at once
             if self.pause.applied:
                 if self.pause.free_due():
-                    self._free_comfyui()
+                    free_comfyui(self.client)
                 if (now := clock()) >= next_status:
                     self.report.write("paused")
                     next_status = now + 1.0
@@ -175,7 +186,7 @@ class Daemon:
                     continue
             if frame is None:  # the keyframe this frame needs is late: hold the picture
                 if (now := clock()) >= next_status:
-                    self.report.write(self._holding_state())
+                    self.report.write(self.report.holding_state())
                     next_status = now + 0.25
                 continue
             # Pace: show it at its deadline, after using the time until then for the next frames'
@@ -201,11 +212,6 @@ class Daemon:
             if clock() >= next_report:
                 next_report = clock() + 30.0
                 self.report.log_pacing()
-
-    def _holding_state(self) -> str:
-        if getattr(self.source, "state", "") == "unavailable":
-            return "waiting_for_comfyui"
-        return "buffering" if self.screen.written else "starting"  # no picture yet: K_0 is being made
 
     def _vae_out_of_memory(self, exc: Exception, wait: float = 1.0) -> None:
         """The VAE found no GPU memory even one frame at a time: say so, wait, try again."""
@@ -250,6 +256,9 @@ class Daemon:
         if self.pause.wanted != self.pause.applied and self.gen is not None:
             self._pause() if self.pause.wanted else self._resume()
             restart = True
+        if self.gen is not None and not self.pause.applied and self.citizen.waking != self._waking:
+            self._waking = self.citizen.waking  # just woken from sleep: no new job until ComfyUI answers a probe
+            self.gen.pause() if self._waking else self.gen.resume()
         new = self.watcher.poll()
         if new is not None:
             self._apply(new)
@@ -257,37 +266,26 @@ class Daemon:
         return restart
 
     def _pause(self) -> None:
-        """Stop ComfyUI requests and VAE work and give their memory back; the picture stays."""
         log.info("paused (%s)", self.pause.reason)
         self.pause.began()
-        self.gen.pause()
-        interrupt = getattr(self.source, "interrupt_current", None)
-        if callable(interrupt):
-            interrupt()  # our job in flight stops now; it is made again, same seed, on resume
-        if self.encoder is not None:
-            self.encoder.release()
+        hold_work(self.gen, self.source, self.encoder)
         if self.pause.free_due():
-            self._free_comfyui()
-
-    def _free_comfyui(self) -> None:
-        if self.client is not None:
-            try:
-                self.client.free()
-            except Exception as exc:  # noqa: BLE001 - freeing is a courtesy; ComfyUI may be down
-                log.info("ComfyUI did not free memory: %s", exc)
+            free_comfyui(self.client)
 
     def _resume(self) -> None:
         log.info("resumed")
-        self.pause.ended()
-        resume = getattr(self.source, "resume", None)
-        if callable(resume):
-            resume()
-        self.gen.resume()
+        self.pause.ended(self.gen.worker.made)
+        self.citizen.resumed(self.pause.freed)
+        resume_work(self.gen, self.source, hold=self.citizen.waking)
 
     def _apply(self, config: Config) -> None:
         if self.encoder is None and needs_vae(config):
             log.warning("config: VAE interpolation was off at start (no VAE loaded); restart Reverie to apply")
         self.config = config
+        self.pause.free_delay = config.pause.free_after
+        self.citizen.update(config)
+        if self.dream is not None:
+            self.dream.update(config.dream)
         self.gen.update_settings(schedule_settings(config))
         self.writer.configure(png_compression=config.display.png_compression,
                               history_keep=config.display.history_keep)

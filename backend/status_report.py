@@ -10,6 +10,10 @@ Fields and their rules (status.py has the file formats):
   others take precedence while they last).
 - `stalls`: holds for a keyframe once a frame is on screen (backend.stalls).
 - `quality`: the dream's fields, when a dream runs.
+- "resuming" (instead of live/buffering) from the end of a pause until a keyframe made since
+  arrives; the first one may have to load the models again, and the picture holds meanwhile.
+- ComfyUI's memory and its growth warning (backend.desktop.health, also last in `last_error`'s
+  order), and `comfyui_server`, the address in use, for a ComfyUI source.
 No torch here.
 """
 
@@ -20,12 +24,15 @@ import time
 from typing import TYPE_CHECKING
 
 from backend.frame_writer import AtomicWriteError
-from backend.status import new_status
+from backend.status import STATES, new_status
 
 if TYPE_CHECKING:
     from backend.daemon import Daemon
 
 log = logging.getLogger(__name__)
+# "resuming" is said where status.py knows the state; until then the state stays buffering/live
+# and the `resuming` field alone says it.
+RESUMING = "resuming" if "resuming" in STATES else ""
 
 
 class StatusReport:
@@ -42,21 +49,30 @@ class StatusReport:
         state = getattr(daemon.source, "state", "starting")
         return state if state in ("connected", "unavailable") else "starting"
 
+    def holding_state(self) -> str:
+        """The state while the picture holds for a late keyframe."""
+        if getattr(self.daemon.source, "state", "") == "unavailable":
+            return "waiting_for_comfyui"
+        return "buffering" if self.daemon.screen.written else "starting"  # no picture yet: K_0 is being made
+
     def last_error(self, state: str) -> str:
         daemon = self.daemon
         if state == "paused":
             return f"paused: {daemon.pause.reason}"
         problem = getattr(daemon.watcher, "problem", "")
         return (getattr(daemon.source, "last_error", "") or daemon.last_error
-                or (f"config edit ignored: {problem}" if problem else ""))
+                or (f"config edit ignored: {problem}" if problem else "") or daemon.citizen.warning())
 
     def write(self, state: str) -> None:
         started = time.perf_counter()
         daemon = self.daemon
         gen, source, screen = daemon.gen, daemon.source, daemon.screen
         comfyui = self.comfyui()
+        resuming = gen is not None and daemon.pause.resuming(gen.worker.made)
         if comfyui == "unavailable" and state in ("live", "buffering"):
             state = "waiting_for_comfyui"  # said at once, while the frames in hand still play
+        elif resuming and RESUMING and state in ("live", "buffering"):
+            state = RESUMING
         fields = dict(screen.fields, state=state, fps=round(screen.fps, 3), target_fps=daemon.config.display.fps,
                       uptime=daemon.clock() - self.started, last_error=self.last_error(state), comfyui=comfyui,
                       pause_reason=daemon.pause.reason if state == "paused" else "")
@@ -71,8 +87,11 @@ class StatusReport:
                           keyframe_latency=gen.keyframe_latency or 0.0)
         if daemon.dream is not None:
             fields["quality"] = daemon.dream.status_fields()
+        status = new_status(**fields)
+        # Fields status.py does not declare yet go in as extra keys (it writes those after its own).
+        status.update(daemon.citizen.fields(), **({"resuming": True} if resuming else {}))
         try:
-            daemon.status_writer.write(new_status(**fields))
+            daemon.status_writer.write(status)
         except AtomicWriteError as exc:
             log.warning("status not written: %s", exc)
         self.status_ms = (time.perf_counter() - started) * 1e3
