@@ -13,55 +13,9 @@ import numpy as np
 import pytest
 
 from backend.comfyui.client import ComfyClient
-from backend.comfyui.keyframe import KeyframeGenerator
-from backend.comfyui.workflow import load_workflow
-from backend.keyframes import ComfyUISource
-from backend.seeds import SeedPolicy
-from tests.comfyui.conftest import invert_graph, record_jobs, seeds_of
+from tests.comfyui.conftest import InThread, comfy_source, invert_graph, record_jobs, seeds_of, wait_for
+from tests.comfyui.conftest import keyframe_generator as generator
 from tests.fake_comfyui import FakeComfyUI, fake_sample
-
-
-def wait_for(condition, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-class Prompt:
-    prompt, negative = "sky", ""
-
-
-def generator(client) -> KeyframeGenerator:
-    return KeyframeGenerator(client, img2img=load_workflow("builtin:img2img"), txt2img=load_workflow("builtin:txt2img"),
-                             checkpoint=None, steps=2, cfg=7.0, sampler="euler", scheduler="normal",
-                             width=32, height=32)
-
-
-def comfy_source(client, seed: int = 100) -> ComfyUISource:
-    return ComfyUISource(generator(client), prompts=[Prompt()], prompt_period=10**6, seed=SeedPolicy("increment", seed),
-                         denoise=0.5, max_backoff=0.2, client=client)
-
-
-class InThread:
-    def __init__(self, call) -> None:
-        self.result, self.error = None, None
-        self.thread = threading.Thread(target=self._run, args=(call,), daemon=True)
-        self.thread.start()
-
-    def _run(self, call) -> None:
-        try:
-            self.result = call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread by join()
-            self.error = exc
-
-    def join(self, timeout: float = 30.0):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the call never returned"
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 def test_busy_is_true_only_while_our_job_is_in_flight(fake, client, picture):
