@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from backend.config import Config
@@ -82,6 +83,11 @@ def check_comfyui(report: Report, config: Config) -> None:
         version = client.version()
         report.ok(f"ComfyUI {version} answers at {url}")
     except ComfyError:
+        spare = _first_answering(config.comfyui.urls[1:], config)
+        if spare is not None:  # failover: the daemon starts on the spare, so check the workflows there
+            report.warn(f"ComfyUI is not reachable at {url}; Reverie starts on the next server in comfyui.url")
+            check_comfyui(report, replace(config, comfyui=replace(config.comfyui, url=spare)))
+            return
         found = discover(url)
         if found is None:
             report.fail(f"ComfyUI is not reachable at {url} (nor on 127.0.0.1:8188 or 8000-9000): start it, "
@@ -114,6 +120,22 @@ def check_comfyui(report: Report, config: Config) -> None:
         source.close()
     for other in config.comfyui.urls[1:]:
         check_fallback(report, other, config)
+
+
+def _first_answering(urls, config: Config) -> str | None:
+    from backend.comfyui.client import ComfyClient
+    from backend.comfyui.errors import ComfyError
+
+    for url in urls:
+        client = ComfyClient(url, request_timeout=min(5.0, config.comfyui.request_timeout))
+        try:
+            client.version()
+            return url
+        except ComfyError:
+            continue
+        finally:
+            client.close()
+    return None
 
 
 def check_hygiene(report: Report, generator, object_info: dict) -> None:

@@ -157,3 +157,24 @@ def test_check_against_a_server_with_a_spare_that_is_down_warns_about_the_spare_
     assert report.failed == 0, out
     assert f"answers at {server.url}" in out and "ComfyUI accepts the workflows" in out
     assert f"[warn] the spare ComfyUI at {spare} is not reachable now" in out
+
+
+def test_check_with_the_first_server_down_checks_the_workflows_on_the_spare_that_answers(tmp_path, capsys):
+    import socket
+
+    from backend.config import parse_config
+    from backend.doctor import check_comfyui
+    from tests.fake_comfyui import FakeComfyUI
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with FakeComfyUI(root=tmp_path / "server") as server:
+        config = parse_config({"comfyui": {"url": [down, server.url], "request_timeout": 2},
+                               "generation": {"resolution": [64, 64]}}, base_dir=tmp_path)
+        report = Report()
+        check_comfyui(report, config)
+    out = capsys.readouterr().out
+    assert report.failed == 0, out
+    assert f"[warn] ComfyUI is not reachable at {down}; Reverie starts on the next server" in out
+    assert f"answers at {server.url}" in out and "ComfyUI accepts the workflows" in out
