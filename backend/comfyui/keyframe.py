@@ -71,9 +71,13 @@ class KeyframeGenerator:
         current server changes.
         """
         while True:
+            server = self.server
             try:
                 self._check_server()
                 return
+            except ComfyUnavailable:
+                if self.server == server:   # a FailoverClient that moved on: check the new server now
+                    raise
             except WorkflowRejected as exc:
                 pass_over = getattr(self.client, "pass_over", None)
                 if pass_over is None or not pass_over("; ".join([exc.summary, *exc.lines])):

@@ -189,3 +189,10 @@ def test_reconnect_reaches_every_server(two, picture):
         sub.run(invert_graph(sub.upload_image(picture, "in.png")))
     client.reconnect()
     assert all(sub.reachability.quiet_for() == float("inf") for sub in client.clients)
+
+
+def test_preflight_with_the_first_server_down_checks_the_next_one_at_once(two):
+    first, second, client = two
+    first.refuse_connections = True
+    keyframe_generator(client).preflight()
+    assert client.current_url == second.url
