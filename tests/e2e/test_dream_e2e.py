@@ -95,3 +95,16 @@ def test_a_black_keyframe_from_comfyui_is_never_on_screen(tmp_path, tiny_vae, dr
         assert metrics.l_mean > 20 and metrics.l_std > 5, i       # the astronaut's palette, never black
     assert min(float(r["l_mean"]) for r in rows) > 20
     assert all(r["event"] != "blank" for r in rows)
+
+
+def test_bad_reference_images_stop_the_daemon_at_start_with_exit_2_naming_each(tmp_path, tiny_vae):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text.png").write_text("not a picture", encoding="utf-8")
+    write_config(tmp_path, tiny_vae, dream={"references": ["gone.png", "empty", "text.png"]})
+    daemon = start_daemon(tmp_path, "--max-frames", "2")
+    output, _ = daemon.communicate(timeout=120)
+    assert daemon.returncode == 2, output
+    assert "Traceback" not in output
+    assert "gone.png: no such file or folder" in output and "empty: the folder has no images" in output
+    assert "text.png: not an image Pillow can read" in output
+    assert not (tmp_path / "out" / "current_frame.png").exists()
