@@ -21,8 +21,8 @@ from PIL import Image, ImageFilter
 
 from backend.dream.lab import lab_to_srgb, rgb_to_lab, srgb_to_lab
 from backend.dream.metrics import downscale
+from backend.dream.settings import MODES
 
-MODES = ("reinhard", "histogram", "off")
 STD_RATIO_CLAMP = (0.6, 1.6)
 QUANTILES = np.linspace(0.0, 1.0, 129)
 LUT_SIZE = 33

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from backend.dream.palette import MODES
+MODES = ("reinhard", "histogram", "off")   # palette grounding modes (backend.dream.palette); numpy-free here
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,11 @@ def parse_dream_settings(raw: dict | None, path: str = "dream",
         if key == "references":
             parsed = _references(value, where, problems)
             if parsed is not None and base is not None:
-                parsed = tuple(_resolve(entry, Path(base)) for entry in parsed)
+                try:
+                    parsed = tuple(_resolve(entry, Path(base)) for entry in parsed)
+                except (OSError, RuntimeError, ValueError) as exc:   # ~nobody, a NUL, a path too long
+                    problems.append(f"{where}: cannot use this path ({exc}); give a shorter or accessible path")
+                    parsed = None
         elif isinstance(default, bool):
             parsed = value if isinstance(value, bool) else problems.append(f"{where}: must be true or false, got {value!r}")
         elif key == "grounding":

@@ -85,3 +85,13 @@ def test_a_fixed_seed_without_the_anchor_walk_gets_a_warning():
     assert "fixed picture" in seed_warning(DreamSettings(control=False), "fixed")
     assert seed_warning(DreamSettings(), "fixed") == ""
     assert seed_warning(DreamSettings(anchor_every=0), "random") == ""
+
+
+def test_a_reference_path_the_os_cannot_resolve_is_a_problem_not_a_crash(tmp_path):
+    from backend.dream.settings import parse_dream_settings
+
+    settings, problems = parse_dream_settings({"references": ["~nobody_here_at_all/x.png"]}, "dream", tmp_path)
+    assert settings.references == ()
+    assert len(problems) == 1 and problems[0].startswith("dream.references: cannot use this path (")
+    fine, none = parse_dream_settings({"references": "refs"}, "dream", tmp_path)
+    assert none == [] and fine.references == (str(tmp_path / "refs"),)
