@@ -13,7 +13,9 @@ from PIL import Image
 from backend.frames import Keyframe
 from backend.images import fit_cover
 from backend.interpolation.hybrid_generator import HybridGenerator, ScheduleSettings
-from backend.interpolation.spherical_lerp import slerp
+from backend.interpolation.keyframe_worker import LatencyEstimate
+from backend.interpolation.segment import Segment
+from backend.interpolation.spherical_lerp import ease, lerp, slerp
 from tests.interpolation.gated import FakeClock, Gated, wait_until
 
 RES = (32, 16)  # (width, height): latents of [4, 2, 4]
@@ -539,3 +541,285 @@ def test_a_stall_in_progress_shows_in_stalls_and_stall_seconds_before_it_ends(cl
     clock.now = 12.5
     assert gen.next_frame(timeout=5, due=12.5).position == 1
     assert (gen.stalls.count, gen.stalls.seconds) == (1, 2.5)  # the same stall, not counted twice
+
+
+# -- the choices the user makes in the config: blend, easing, VAE or not -------------------------
+
+class ColourSource(FakeSource):
+    """FakeSource with flat colours far apart (GatedSource's): slerp and lerp, and the easings,
+    differ visibly in every in-between."""
+
+    @staticmethod
+    def image(number: int) -> Image.Image:
+        return GatedSource.image(number)
+
+    def next_keyframe(self, previous):
+        number = super().next_keyframe(previous).seed
+        self.made[-1] = self.image(number)
+        return fake_keyframe(self.made[-1], number)
+
+
+
+def inbetween_latents(frames: list, method: str, easing: str,
+                      image=keyframe_image) -> list[tuple[int, int, torch.Tensor]]:
+    """(segment, position, the latent the schedule must have decoded) for each in-between;
+    keyframe n is `image(n)`."""
+    z = [PoolEncoder().encode([fit_cover(image(n), RES)]) for n in range(max(f.segment for f in frames) + 2)]
+    blend = slerp if method == "spherical" else lerp
+    return [(f.segment, f.position, blend(z[f.segment], z[f.segment + 1], ease(f.position / f.segment_frames, easing)))
+            for f in frames if f.kind == "inbetween"]
+
+
+@pytest.mark.parametrize("method", ["spherical", "linear"])
+@pytest.mark.parametrize("easing", ["linear", "smoothstep"])
+def test_the_schedule_blends_with_the_configured_method_at_the_eased_position(closing, method, easing):
+    gen, _, _ = make(interpolation_frames=3, interpolation_method=method, easing=easing)
+    closing(gen)
+    frames = pull(gen, 9)
+    reference = PoolEncoder()
+    for f, (s, j, latent) in zip([f for f in frames if f.kind == "inbetween"],
+                                 inbetween_latents(frames, method, easing)):
+        assert np.array_equal(f.pixels, reference.decode_to_uint8(latent)[0]), (s, j)
+
+
+def test_spherical_and_linear_interpolation_give_different_inbetweens(closing):
+    made = {}
+    for method in ("spherical", "linear"):
+        gen, _, _ = make(ColourSource(), interpolation_frames=3, interpolation_method=method)
+        closing(gen)
+        made[method] = pull(gen, 4)
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(made["spherical"][:1], made["linear"][:1]))
+    assert not any(np.array_equal(a.pixels, b.pixels) for a, b in zip(made["spherical"][1:], made["linear"][1:]))
+
+
+def test_the_easing_setting_changes_the_inbetweens_and_a_live_edit_applies_from_the_next_segment(closing):
+    gen, _, _ = make(ColourSource(), interpolation_frames=3, easing="linear")
+    closing(gen)
+    frames = pull(gen, 2)
+    gen.update_settings(settings(interpolation_frames=3, easing="smoothstep"))
+    frames += pull(gen, 6)  # the rest of segment 0 (linear), then segment 1 (smoothstep)
+    linear = inbetween_latents(frames, "spherical", "linear", ColourSource.image)
+    eased = inbetween_latents(frames, "spherical", "smoothstep", ColourSource.image)
+    reference = PoolEncoder()
+    inbetweens = [f for f in frames if f.kind == "inbetween"]
+    assert [(f.segment, f.position) for f in inbetweens] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+    for f, (s, j, latent) in zip(inbetweens, linear[:3] + eased[3:]):
+        assert np.array_equal(f.pixels, reference.decode_to_uint8(latent)[0]), (s, j)
+    assert not np.array_equal(inbetweens[3].pixels, reference.decode_to_uint8(linear[3][2])[0])
+
+
+def test_crossfade_follows_the_easing_setting(closing):
+    gen, _, _ = make(encoder=None, use_vae_interpolation=False, interpolation_frames=3, easing="smoothstep")
+    closing(gen)
+    frames = pull(gen, 2)
+    a, b = (np.asarray(fitted(n), dtype=np.float32) for n in (0, 1))
+    assert np.array_equal(frames[1].pixels, np.rint(a + (b - a) * ease(0.25, "smoothstep")).astype(np.uint8))
+
+
+def test_with_vae_interpolation_off_the_schedule_crossfades_even_with_an_encoder(closing):
+    gen, _, enc = make(use_vae_interpolation=False, interpolation_frames=1)
+    closing(gen)
+    frames = pull(gen, 3)
+    a, b = (np.asarray(fitted(n), dtype=np.float32) for n in (0, 1))
+    assert np.array_equal(frames[0].pixels, a.astype(np.uint8))
+    assert np.array_equal(frames[1].pixels, np.rint(a + (b - a) * 0.5).astype(np.uint8))
+    assert enc.decoded == [] and enc.encoded_sizes == []
+
+
+def test_img2img_mode_shows_the_keyframes_themselves_even_with_an_encoder(closing):
+    gen, _, enc = make(mode="img2img")
+    closing(gen)
+    frames = pull(gen, 3)
+    assert [f.kind for f in frames] == ["keyframe"] * 3
+    assert all(np.array_equal(f.pixels, np.asarray(fitted(n))) for n, f in enumerate(frames))
+    assert enc.decoded == []
+
+
+def test_the_generator_is_an_iterator_of_frames(closing):
+    gen, _, _ = make(interpolation_frames=1)
+    closing(gen)
+    assert iter(gen) is gen
+    frames = [next(gen) for _ in range(3)]
+    assert [(f.segment, f.position) for f in frames] == [(0, 0), (0, 1), (1, 0)]
+
+
+def test_an_fps_edit_applies_to_the_pacing_at_once_and_the_rest_from_the_next_segment(closing):
+    gen, _, _ = make(interpolation_frames=3, fps=10.0)
+    closing(gen)
+    pull(gen, 2)
+    gen.update_settings(settings(interpolation_frames=1, fps=4.0))
+    assert gen.pacing.target_fps == 4.0
+    frames = pull(gen, 4)
+    assert [f.segment_frames for f in frames] == [4, 4, 2, 2]
+
+
+
+
+# -- auto N: the arithmetic of planning and stretching a segment, on a fake clock ----------------
+
+class StillWorker:
+    """In place of the keyframe thread: a latency estimate and the time the keyframe in flight
+    was asked for, both set by the test (None: nothing in flight)."""
+
+    def __init__(self, latency: float | None, since: float | None) -> None:
+        self.latency = LatencyEstimate()
+        if latency is not None:
+            self.latency.add(latency)
+        self.in_flight_since = since
+
+
+def still(clock: FakeClock, latency: float | None, since: float | None, **changes) -> HybridGenerator:
+    """A generator (not started) whose worker is a StillWorker, with auto N at 8 fps, margin 1."""
+    chosen = settings(**{"interpolation_frames": "auto", "fps": 8.0, "auto_margin": 1.0, "max_batch": 1,
+                         **changes})
+    gen = HybridGenerator(FakeSource(), PoolEncoder(), chosen, clock=clock)
+    gen.worker = StillWorker(latency, since)
+    return gen
+
+
+def playing(n: int, j: int) -> Segment:
+    seg = Segment(0, fake_keyframe(fitted(0), 0), n)
+    seg.j = j
+    return seg
+
+
+def test_auto_frames_are_bounded_and_one_second_long_before_anything_is_measured():
+    clock = FakeClock(64.0)
+    assert still(clock, None, None, fps=8.0).frames_for(settings(interpolation_frames="auto", fps=8.0)) == 7
+    gen = still(clock, 30.0, None, auto_max_frames=100)
+    assert gen.frames_for(gen.settings) == 100  # 30 s x 8 fps would be 239
+    gen = still(clock, 0.25, None, auto_min_frames=5)
+    assert gen.frames_for(gen.settings) == 5  # 0.25 s x 8 fps would be 1
+    gen = still(clock, 2.0, None, auto_margin=1.25)
+    assert gen.frames_for(gen.settings) == 19  # 20 frames = 2.5 s at 8 fps
+    assert gen.frames_for(settings(interpolation_frames=6)) == 6
+    assert gen.frames_for(settings(interpolation_frames=6, mode="img2img")) == 0
+
+
+def test_a_segment_grows_by_the_frames_until_the_late_keyframe_is_due_in():
+    clock = FakeClock(66.0)  # K_{s+2} asked for at 64.0, estimated at 1 s, has taken 2 s so far
+    gen = still(clock, 1.0, 64.0, auto_margin=1.25)
+    seg = playing(n=2, j=2)  # the last in-between is next, due at 66.125
+    gen._respread(seg, due=66.125)
+    # Plan for 2 s x 1.25: K_{s+2} due at 66.5, 3 frames after 66.125; it is needed at j = 1 of
+    # s+1, N - j + 2 frames after j: N = 3 + 2 - 2.
+    assert seg.n == 3 and seg.planned == 2
+    assert seg.u(1) == pytest.approx(1 / 3) and seg.u(4) == 1.0  # from j = 1 (shown) on to u = 1
+
+
+def test_a_segment_grows_in_steps_of_a_quarter_or_a_batch_and_never_past_the_auto_maximum():
+    clock = FakeClock(66.0)
+    gen = still(clock, 1.0, 64.0, auto_margin=1.25)
+    seg = playing(n=20, j=20)  # needs N = 3 + 20 - 2 = 21: one more, but grows by ceil(20 / 4) = 5
+    gen._respread(seg, due=66.125)
+    assert seg.n == 25
+    gen = still(clock, 1.0, 64.0, auto_margin=1.25, max_batch=8)
+    seg = playing(n=20, j=20)
+    gen._respread(seg, due=66.125)
+    assert seg.n == 28  # by a whole decode batch when that is more
+    gen = still(clock, 1.0, 64.0, auto_margin=1.25, auto_max_frames=23)
+    seg = playing(n=20, j=20)
+    gen._respread(seg, due=66.125)
+    assert seg.n == 23
+
+
+def test_a_segment_does_not_grow_while_the_keyframe_in_flight_will_be_in_time():
+    clock = FakeClock(64.5)
+    gen = still(clock, 1.0, 63.875)  # due in at 64.875, when j = 1 of s+1 is: 2 frames after j = 2
+    seg = playing(n=2, j=2)
+    gen._respread(seg, due=64.625)
+    assert seg.n == 2 and seg.u(1) == pytest.approx(1 / 3)
+    gen = still(clock, 1.0, 64.0)  # due in at 65.0, one frame too late: N = 3 + 2 - 2
+    gen._respread(seg, due=64.625)
+    assert seg.n == 3
+    gen._respread(playing(n=2, j=0), due=64.625)  # nothing was shown yet: nothing to spread
+
+
+def test_a_finished_segment_gets_one_more_frame_rather_than_open_the_next_on_an_overdue_keyframe():
+    clock = FakeClock(65.0)  # in flight since 64.0 and the estimate is 1.0 s: overdue from now
+    gen = still(clock, 1.0, 64.0)
+    seg = playing(n=2, j=3)  # j > N: segment s+1 would open next
+    gen._respread(seg, due=65.125)
+    assert seg.n == 3
+    clock.now = 64.875  # not overdue yet (and due in before the frame after): s+1 may open
+    seg = playing(n=2, j=3)
+    gen._respread(seg, due=65.0)
+    assert seg.n == 2
+
+
+def test_once_the_late_keyframe_is_in_the_rest_goes_back_to_steps_no_longer_than_planned():
+    clock = FakeClock(70.0)
+    gen = still(clock, 1.0, None)  # nothing in flight: K_{s+2} is in
+    seg = playing(n=3, j=2)
+    seg.spread_rest(9, last=2)  # stretched at u(2) = 0.5
+    seg.j = 3
+    gen._respread(seg, due=70.0)
+    assert seg.n == 3 and seg.u(3) == pytest.approx(0.75)  # the planned positions again, exactly
+    seg = playing(n=3, j=2)
+    seg.spread_rest(9, last=1)  # stretched at u(1) = 0.25: u(2) = 1/3
+    seg.j = 3
+    gen._respread(seg, due=70.0)
+    # 2/3 of the segment left at planned steps of 1/4: three more after j = 2 (the last is j = 4).
+    assert seg.n == 4 and seg.u(2) == pytest.approx(1 / 3) and seg.u(5) == 1.0
+
+
+def test_a_fixed_count_or_img2img_segment_is_never_respread():
+    clock = FakeClock(66.0)
+    for changes in ({"interpolation_frames": 2}, {"mode": "img2img"}):
+        gen = still(clock, 1.0, 64.0, auto_margin=1.25, **changes)
+        seg = playing(n=2, j=2)
+        gen._respread(seg, due=66.125)
+        assert seg.n == 2
+
+
+# -- prepare: what fits in the idle time before the next frame -----------------------------------
+
+class TimedEncoder(PoolEncoder):
+    """PoolEncoder whose decode takes `seconds` per frame on the fake clock."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def decode_to_uint8(self, latents: torch.Tensor) -> np.ndarray:
+        self.clock.now += self.seconds * len(latents)
+        return super().decode_to_uint8(latents)
+
+
+def prepared(clock: FakeClock, **changes) -> tuple[HybridGenerator, GatedSource, PoolEncoder]:
+    """A generator on `clock` (decodes take 1 s a frame on it) that has shown K_0 and whose
+    worker has K_1 ready."""
+    source, enc = GatedSource([0.5] * 4), TimedEncoder(clock, 1.0)
+    gen = HybridGenerator(source, enc, settings(**changes), clock=clock).start()
+    source.finish()
+    assert gen.next_frame(timeout=5).position == 0
+    source.finish()
+    wait_until(lambda: gen.worker.ready is not None)
+    return gen, source, enc
+
+
+def test_prepare_takes_the_next_keyframe_while_there_is_time_before_any_decode_is_measured(closing):
+    clock = FakeClock(10.0)
+    gen, _, enc = prepared(clock, show_raw_keyframes=True)  # K_0 shown raw: nothing decoded yet
+    closing(gen)
+    assert gen.pacing.decode_seconds is None
+    gen.prepare(until=9.9)  # too late: nothing
+    assert gen.worker.ready is not None and enc.encoded_sizes == []
+    gen.prepare(until=10.5)
+    assert gen.worker.ready is None and len(enc.encoded_sizes) == 1  # K_1 taken and encoded
+    assert enc.decoded == []  # a decode's cost is unknown, so none is started
+
+
+def test_prepare_takes_the_next_keyframe_only_when_a_decode_fits_and_then_decodes_what_fits(closing):
+    clock = FakeClock(10.0)
+    gen, _, enc = prepared(clock)
+    closing(gen)
+    assert gen.pacing.decode_seconds == 1.0 and clock.now == 11.0  # K_0's slot took 1 s
+    gen.prepare(until=12.5)  # each decode counts 2 s: none fits
+    assert gen.worker.ready is not None and len(enc.encoded_sizes) == 1
+    gen.prepare(until=13.5)  # one fits: K_1 is taken, then one in-between decoded ahead
+    assert gen.worker.ready is None and len(enc.encoded_sizes) == 2
+    assert [d.shape[0] for d in enc.decoded] == [1, 1] and clock.now == 12.0
+    gen.prepare(until=16.0)  # two fit: in-betweens 2 and 3 in one batch, then K_1's slot (one more fits)
+    assert [d.shape[0] for d in enc.decoded] == [1, 1, 2, 1] and clock.now == 15.0
+    assert torch.equal(enc.decoded[-1], PoolEncoder().encode([fit_cover(GatedSource.image(1), RES)]))
