@@ -100,8 +100,12 @@ def build_dream(config: Config) -> Any:
     the user's pictures, not a loop that drifts. Bad reference images are a UserError naming each."""
     from backend.dream.dream import Dream
     from backend.dream.references import ReferenceError, load_references
+    from backend.dream.settings import seed_warning
 
     comfy = config.keyframes.source == "comfyui"
+    warning = seed_warning(config.dream, config.keyframes.seed.policy) if comfy else ""
+    if warning:
+        log.warning("%s", warning)
     references = None
     if comfy and config.dream.references:
         try:

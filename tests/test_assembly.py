@@ -407,3 +407,15 @@ def test_several_urls_get_a_failover_client_over_all_of_them_in_order(tmp_path):
     finally:
         source.close()
 
+
+
+def test_a_fixed_seed_without_the_anchor_walk_is_warned_about_at_start(tmp_path, caplog):
+    from backend.assembly import build_dream
+
+    fixed = {"keyframes": {"seed": {"policy": "fixed"}}}
+    with caplog.at_level(logging.WARNING, logger="backend.assembly"):
+        build_dream(parse_config({**fixed, "dream": {"anchor_every": 16}}, base_dir=tmp_path))
+        assert warnings_of(caplog) == []
+        build_dream(parse_config({**fixed, "dream": {"anchor_every": 0}}, base_dir=tmp_path))
+    warned, = warnings_of(caplog)
+    assert warned.startswith("keyframes.seed.policy is fixed and the anchor walk is off")
