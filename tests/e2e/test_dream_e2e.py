@@ -108,3 +108,19 @@ def test_bad_reference_images_stop_the_daemon_at_start_with_exit_2_naming_each(t
     assert "gone.png: no such file or folder" in output and "empty: the folder has no images" in output
     assert "text.png: not an image Pillow can read" in output
     assert not (tmp_path / "out" / "current_frame.png").exists()
+
+
+def test_a_folder_source_is_measured_into_quality_csv_without_comfyui(tmp_path, tiny_vae):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, colour in enumerate(((200, 60, 40), (40, 90, 200), (90, 180, 60))):
+        Image.new("RGB", (80, 60), colour).save(images / f"{i}.png")
+    write_config(tmp_path, tiny_vae, keyframes={"source": "folder", "folder": "images"})
+    daemon = start_daemon(tmp_path, "--max-frames", "12")
+    output, _ = daemon.communicate(timeout=240)
+    assert daemon.returncode == 0, output
+    with open(tmp_path / "out" / "quality.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= 3 and {r["origin"] for r in rows} >= {"0.png", "1.png"}
+    quality = json.loads((tmp_path / "out" / "status.json").read_text(encoding="utf-8"))["quality"]
+    assert quality["control"] is False and quality["keyframes"] == len(rows)
