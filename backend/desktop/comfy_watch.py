@@ -5,11 +5,13 @@ what each health event makes the daemon do.
   of its own, so a probe waiting on a dead server holds neither a frame nor a keyframe job. It
   follows the server in use (`current_url` of a failover client).
 - "reconnect" (probes failing) and "resumed" (the PC slept): the job client drops its event
-  socket and pooled connections (`client.reconnect()`). A job in flight is not sent again: its
-  result is read from /history, which stays the source of truth while a socket is silent.
-- After "resumed", no new keyframe job starts until a probe has answered (`waking`), at most
-  `wake_hold` seconds: a probe client that cannot get through must not hold the dream for ever
-  (the job client reports an outage by itself).
+  socket and pooled connections (`client.reconnect()`), once our job in flight (`client.busy`)
+  is over: that job's result is read from /history, the source of truth while a socket is
+  silent, and dropping the socket under it would lose images that come only over the socket
+  (SaveImageWebsocket), so the job would be sent again.
+- No new keyframe job starts (`waking`) while a reconnect waits for the job in flight, nor
+  after "resumed" until a probe has answered, that at most `wake_hold` seconds: a probe client
+  that cannot get through must not hold the dream for ever (the job client reports an outage).
 - "memory_growth": health.warning says so (status, log).
 Liveness between jobs is backend.comfyui.reachability's job; this watch does not repeat it.
 No torch here.
@@ -37,6 +39,7 @@ class ComfyWatch:
         self._woke_at: float | None = None         # when the last "resumed" came, until its first answer
         self._probe: Any = None
         self._probe_url = ""
+        self._reconnect_due = False
         self._lock = threading.Lock()
 
     @property
@@ -46,12 +49,21 @@ class ComfyWatch:
 
     @property
     def waking(self) -> bool:
-        """The PC has just woken and no probe has answered since: start no new job yet."""
+        """Start no new job yet: a reconnect is due, or the PC has just woken and no probe answered."""
         woke = self._woke_at
-        return woke is not None and self._clock() - woke < self.wake_hold and not self.health.ready
+        return self._reconnect_due or (woke is not None and self._clock() - woke < self.wake_hold
+                                       and not self.health.ready)
 
-    def start(self, stop: threading.Event) -> threading.Thread:
-        return self.health.start(stop, self._on_event)
+    def start(self, stop: threading.Event, tick: float = 1.0) -> threading.Thread:
+        thread = threading.Thread(target=self._run, args=(stop, tick), name="comfyui-health", daemon=True)
+        thread.start()
+        return thread
+
+    def _run(self, stop: threading.Event, tick: float) -> None:
+        while not stop.wait(tick):
+            for event in self.health.poll():
+                self._on_event(event)
+            self._reconnect_when_idle()
 
     def fields(self) -> dict:
         """Status fields: ComfyUI's memory, the growth warning, the server in use."""
@@ -81,9 +93,19 @@ class ComfyWatch:
         elif event == "ready":
             self._woke_at = None
         if event in ("reconnect", "resumed"):
-            reconnect = getattr(self.client, "reconnect", None)
-            if callable(reconnect):
-                reconnect()
-                self.reconnects += 1
-            else:
-                log.info("this ComfyUI client cannot reconnect; its next request finds out")
+            self._reconnect_due = True
+            self._reconnect_when_idle()
+
+    def _reconnect_when_idle(self) -> None:
+        if not self._reconnect_due or getattr(self.client, "busy", False):
+            return
+        self._reconnect_due = False
+        reconnect = getattr(self.client, "reconnect", None)
+        if not callable(reconnect):
+            log.info("this ComfyUI client cannot reconnect; its next request finds out")
+            return
+        try:
+            reconnect()
+            self.reconnects += 1
+        except Exception:  # noqa: BLE001 - the watch must outlive a client's bad moment
+            log.exception("reconnecting to ComfyUI failed")
