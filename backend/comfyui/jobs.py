@@ -45,6 +45,7 @@ class JobRunner:
         self._job_lock = threading.Lock()
         self._closing = threading.Event()
         self._current: str | None = None            # the prompt id in flight
+        self._stopped_by_us: str | None = None      # the prompt interrupt_current() interrupted or unqueued
         self._abandoned: set[str] = set()           # our prompts given up on while the server was away
 
     def run_job(self, graph: dict, *, output_node: str | None = None) -> JobResult:
@@ -89,6 +90,7 @@ class JobRunner:
         prompt_id = self._current
         if prompt_id is None:
             return False
+        self._stopped_by_us = prompt_id     # set first: an unqueued prompt's wait may end at once
         try:
             return self.http.interrupt(prompt_id)
         except ComfyError:
@@ -111,6 +113,11 @@ class JobRunner:
         except ComfyTimeout:
             self._discard(tracker.prompt_id)
             raise
+        except JobLost:
+            if self._stopped_by_us != tracker.prompt_id:
+                raise
+            # we took it out of the queue before it ran: an interrupt, not a server that forgot it
+            raise Interrupted(f"prompt {tracker.prompt_id} was taken out of ComfyUI's queue before it ran") from None
         except ComfyUnavailable:
             self._abandon(tracker.prompt_id)   # or, when it comes back, it still runs our old job
             raise

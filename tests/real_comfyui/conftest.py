@@ -41,19 +41,19 @@ class ServerUnderTest:
             pytest.skip("REVERIE_REAL_COMFYUI_URL names a server this test may not kill or restart")
         return self.handle
 
-    def slow_graph(self, image_ref: str, seconds: float = 4.0) -> dict:
+    def slow_graph(self, image_ref: str, seconds: float = 4.0, blurs: int = 3) -> dict:
         """A model-free job that stays running for a while: the fake is told to take `seconds`;
-        the real server gets three 768x768 blurs (~1 s each on an idle core, interruptible between them),
+        the real server gets `blurs` 768x768 blurs (~1 s each on an idle core, interruptible between them),
         of a fresh colour each call: an identical graph would be served from ComfyUI's cache at once."""
         if self.kind == "fake":
             self.handle.latency = seconds
             return invert_graph(image_ref, prefix="reverie/slow")
         graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 768, "height": 768, "batch_size": 1,
                                                               "color": uuid.uuid4().int % (1 << 24)}}}
-        for node in range(2, 5):
+        for node in range(2, blurs + 2):
             graph[str(node)] = {"class_type": "ImageBlur",
                                 "inputs": {"image": [str(node - 1), 0], "blur_radius": 31, "sigma": 5.0}}
-        graph["5"] = {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}}
+        graph[str(blurs + 2)] = {"class_type": "PreviewImage", "inputs": {"images": [str(blurs + 1), 0]}}
         return graph
 
     def require_dirs(self) -> tuple[Path, Path]:

@@ -5,6 +5,7 @@ Each test needs a job that stays running for a few seconds (`ServerUnderTest.slo
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -107,3 +108,51 @@ def test_close_during_a_job_raises_interrupted_in_the_waiting_thread_and_stops_t
         with pytest.raises(Interrupted):
             job.result(timeout=60)
     wait_until_idle(comfy_server.url, timeout=15)
+
+
+def _events_of(raw: RawSession, prompt_id: str) -> list[str]:
+    return [event[0] for event in raw.events_until_done(prompt_id)]
+
+
+def test_interrupt_current_stops_our_long_job_and_spares_another_clients_job_queued_behind(client, comfy_server):
+    """Issue 14: pausing interrupts OUR running job at once, never somebody else's; the other
+    client queues its job straight over HTTP, as ComfyUI's own page would."""
+    ref = client.upload_image(pattern(), "ours_long.png")
+    raw = RawSession(comfy_server.url)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            job = pool.submit(client.run, comfy_server.slow_graph(ref, seconds=60.0, blurs=60))
+            ours = wait_until_running(comfy_server.url)
+            foreign_graph = comfy_server.slow_graph(ref, seconds=0.5)   # on the fake: from the next job on
+            foreign = raw.queue(foreign_graph).json()["prompt_id"]
+            assert client.busy and client.queue_ids() == ([ours], [foreign])
+            assert client.interrupt_current() is True
+            with pytest.raises(Interrupted):
+                job.result(timeout=60)
+        assert not client.busy and client.interrupt_current() is False
+        events = _events_of(raw, foreign)
+    finally:
+        raw.close()
+    assert "execution_success" in events and "execution_interrupted" not in events
+
+
+def test_interrupt_current_unqueues_our_waiting_job_and_spares_another_clients_running_one(client, comfy_server):
+    ref = client.upload_image(pattern(), "ours_waiting.png")
+    raw = RawSession(comfy_server.url)
+    try:
+        foreign = raw.queue(comfy_server.slow_graph(ref, seconds=3.0, blurs=4)).json()["prompt_id"]
+        assert wait_until_running(comfy_server.url) == foreign
+        with ThreadPoolExecutor(1) as pool:
+            job = pool.submit(client.run, invert_graph(ref, prefix="reverie/waiting"))
+            deadline = time.monotonic() + 30
+            while not client.queue_ids()[1]:           # ours is queued behind the foreign job
+                assert time.monotonic() < deadline and not job.done(), "our job never got queued"
+                time.sleep(0.02)
+            assert client.interrupt_current() is True
+            with pytest.raises(Interrupted, match="taken out of ComfyUI's queue"):
+                job.result(timeout=60)
+            assert running_prompts(comfy_server.url) == [foreign]
+        events = _events_of(raw, foreign)
+    finally:
+        raw.close()
+    assert "execution_success" in events and "execution_interrupted" not in events
