@@ -86,6 +86,7 @@ class Client:
 class Dream:
     def __init__(self) -> None:
         self.observed: list[tuple[int, tuple[int, ...], np.dtype]] = []
+        self.updates: list = []
 
     def observe(self, keyframe, latent):
         assert isinstance(latent, np.ndarray)
@@ -94,6 +95,9 @@ class Dream:
 
     def status_fields(self) -> dict:
         return {"novelty": 0.5}
+
+    def update(self, settings) -> None:
+        self.updates.append(settings)
 
 
 def write_config(folder: Path, **display) -> Path:
@@ -320,3 +324,38 @@ def test_a_frame_listener_gets_the_pixels_of_each_frame_written(tmp_path):
     assert np.array_equal(got[-1][1], on_disk)
     reference = Encoder()
     assert np.array_equal(got[0][1], reference.decode_to_uint8(reference.encode([picture(0)]))[0])
+
+
+def test_a_config_edit_hands_the_new_dream_settings_to_the_dream(tmp_path):
+    dream = Dream()
+    run = Run(tmp_path, dream=dream).start()
+    try:
+        run.until(lambda s: s.get("frame", 0) >= 2)
+        config = json.loads(run.config_path.read_text())
+        config["dream"] = {"anchor_every": 5}
+        run.config_path.write_text(json.dumps(config))
+        wait_until(lambda: dream.updates, seconds=20)
+        assert dream.updates[-1].anchor_every == 5
+    finally:
+        assert run.stop() == 0
+
+
+def test_the_status_says_resuming_after_a_pause_until_a_keyframe_made_since_arrives(tmp_path):
+    source = Source(gated=True)
+    run = Run(tmp_path, source=source).start()
+    try:
+        for _ in range(3):
+            source.finish()
+        run.until(lambda s: s.get("keyframes", 0) >= 3)
+        run.daemon.set_paused("skin", True)
+        run.until(lambda s: s.get("state") == "paused")
+        made = run.daemon.gen.worker.made
+        run.daemon.set_paused("skin", False)
+        status = run.until(lambda s: s.get("state") != "paused")
+        assert status.get("resuming") is True and status["pause_reason"] == ""
+        source.finish()                                        # the first keyframe after the pause
+        wait_until(lambda: run.daemon.gen.worker.made > made, seconds=20)
+        status = run.until(lambda s: "resuming" not in s)
+        assert status["state"] in ("live", "buffering")
+    finally:
+        assert run.stop() == 0
