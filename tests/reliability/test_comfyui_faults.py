@@ -161,3 +161,31 @@ def test_an_unusable_image_from_the_server_is_retried_then_skipped_and_the_run_g
     # huge: refused on its header (PIL's bomb check or our pixel cap), never decoded
     assert ("pixel cap" in text or "decompression bomb" in text) if fault == "huge" else ("could not be decoded" in text)
     assert history_indices(tmp_path / "out") == list(range(13))
+
+
+def test_with_two_servers_the_first_killed_mid_job_the_daemon_carries_on_with_the_second(tmp_path, tiny_vae,
+                                                                                        log_records):
+    """Issue 13 item 5: comfyui.url lists two servers; the one in use dies for good under a job.
+    The job is made again on the other with its seed (every keyframe exact, nothing skipped) and
+    status names the server in use."""
+    from tests.comfyui.conftest import record_jobs, seeds_of
+
+    with FakeComfyUI(latency=0.3) as first, FakeComfyUI(latency=0.05) as second:
+        on_second = record_jobs(second)
+        config = write_config(tmp_path, tiny_vae, comfyui={"url": [first.url, second.url]})
+        run = DaemonRun(config, max_frames=21).start()
+        wait_until(lambda: frames_written(tmp_path) >= 2, timeout=90, what="first frames", check=run.check)
+        assert (read_status(tmp_path) or {}).get("comfyui_server") == first.url
+        wait_until(lambda: first.running is not None, timeout=30, what="a job on the first server", check=run.check)
+        first.refuse_connections = True
+        assert run.join(180) == 0
+    text = log_text(log_records)
+    assert f"ComfyUI at {first.url} stopped answering" in text and f"carrying on with {second.url}" in text
+    assert "retrying with a new seed" not in text and "skipping it" not in text
+    keys = assert_every_segment_once(tmp_path / "out", 21)
+    for s in range(1, len(keys)):
+        assert np.array_equal(keys[s], fake_sample(Image.fromarray(keys[s - 1]), 100 + s, 0.5)), \
+            f"keyframe {s} is not img2img of keyframe {s - 1} with seed {100 + s}"
+    assert seeds_of(on_second) and seeds_of(on_second) == sorted(set(seeds_of(on_second)))
+    status = read_status(tmp_path)
+    assert status["comfyui_server"] == second.url and status["comfyui"] == "connected" and status["last_error"] == ""
