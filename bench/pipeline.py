@@ -3,8 +3,9 @@
     python bench/pipeline.py [--latency 0.5] [--fps 10] [--frames 100] [--n 7] [--resolution 64] [--easing-segments 6]
 
 Runs, in one process and against one fake ComfyUI whose keyframes take `latency` s each:
-fixed N, auto N, auto N with the latency tripled at frame 50, the VAE schedule showing raw
-keyframes in the slot, and the seed guide's sequential loop (a keyframe generated synchronously
+fixed N, fixed N with display.record on (MP4 segments encoded on the recorder's thread; its
+wall/bound should match the row without), auto N, auto N with the latency tripled at frame 50,
+the VAE schedule showing raw keyframes in the slot, and the seed guide's sequential loop (a keyframe generated synchronously
 at every keyframe slot plus a second one, the interpolation target, at position 1). Prints the
 wall time for `frames` frames against its lower bound, stalls, frame intervals against 1/fps,
 the per-frame cost split and the picture step at keyframe boundaries vs inside segments.
@@ -127,6 +128,9 @@ class BenchDaemon(Daemon):
         record = self.run_record
         record.stalls, record.stall_seconds = self.gen.stalls.count, self.gen.stalls.seconds
         record.keyframes = self.gen.worker.made
+        recorder = self.citizen.recorder
+        if recorder is not None:
+            record.name += f" ({recorder.submitted - recorder.dropped} frames queued to MP4, {recorder.dropped} dropped)"
 
     def _written(self, pixels, index: int) -> None:
         # Called once the frame is written, before its status: status_ms is the last status
@@ -141,7 +145,8 @@ class BenchDaemon(Daemon):
 def make_config(out: Path, url: str, args, **hybrid_display):
     """The scenario's Config, also saved as out/config.yaml for the daemon's config watcher."""
     display = {"fps": args.fps, "output_dir": str(out), "history_keep": 0,
-               "show_raw_keyframes": hybrid_display.pop("show_raw_keyframes", False)}
+               "show_raw_keyframes": hybrid_display.pop("show_raw_keyframes", False),
+               "record": hybrid_display.pop("record", False)}
     data = {
         "generation": {"resolution": [args.resolution] * 2,
                        "hybrid": {"interpolation_frames": args.n, "keyframe_denoise": 0.5, **hybrid_display}},
@@ -307,6 +312,8 @@ def main() -> None:
                              "other processes and decode ~10x slower)")
     parser.add_argument("--easing-segments", type=int, default=6,
                         help="segments per easing curve in the easing table (0: skip it)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                        help="run only the scenarios whose names start with one of these (e.g. 'fixed N')")
     args = parser.parse_args()
     import torch
     torch.set_num_threads(args.threads)
@@ -317,10 +324,13 @@ def main() -> None:
     with FakeComfyUI(latency=args.latency) as fake:
         scenarios = [
             ("fixed N", {}, None),
+            ("fixed N, recording on", {"record": True}, None),
             ("auto N", {"interpolation_frames": "auto"}, None),
             ("auto N, L x3 at frame 50", {"interpolation_frames": "auto"}, 3.0),
             ("fixed N, raw keyframe slot", {"show_raw_keyframes": True}, None),
         ]
+        if args.only:
+            scenarios = [s for s in scenarios if any(s[0].startswith(prefix) for prefix in args.only)]
         for name, hybrid, factor in scenarios:
             fake.latency = args.latency
             costs = (timed.decode, timed.decoded)
@@ -335,12 +345,13 @@ def main() -> None:
             row = summarize(record, args)
             row["decode"] = (timed.decode - costs[0]) / max(1, timed.decoded - costs[1]) * 1e3
             rows.append(row)
-        fake.latency = args.latency
-        costs = (timed.decode, timed.decoded)
-        record = run_sequential(make_config(args.out / "sequential", fake.url, args), args.frames, args.n, jobs)
-        row = summarize(record, args)
-        row["decode"] = (timed.decode - costs[0]) / max(1, timed.decoded - costs[1]) * 1e3
-        rows.append(row)
+        if not args.only or any("seed guide".startswith(prefix) for prefix in args.only):
+            fake.latency = args.latency
+            costs = (timed.decode, timed.decoded)
+            record = run_sequential(make_config(args.out / "sequential", fake.url, args), args.frames, args.n, jobs)
+            row = summarize(record, args)
+            row["decode"] = (timed.decode - costs[0]) / max(1, timed.decoded - costs[1]) * 1e3
+            rows.append(row)
         fake.latency = 0.0
         easing = (easing_steps(make_config(args.out / "easing", fake.url, args), args.n, args.easing_segments)
                   if args.easing_segments > 0 else [])
