@@ -1,8 +1,9 @@
 """One call for the keyframe source: generate_keyframe(image, prompt, negative, seed, denoise) -> Keyframe.
 
-upload (a small rotating set of names, overwritten, so ComfyUI's input folder stays bounded)
--> patch a copy of the workflow -> run -> the first output image as a backend.frames.Keyframe. preflight()
-checks the server before the first job: checkpoint name, sampler and scheduler names (with the
+upload (a small rotating set of names, overwritten, so ComfyUI's input folder stays bounded;
+tagged per Reverie instance when `upload_tag` is set) -> patch a copy of the workflow -> run ->
+the first output image as a backend.frames.Keyframe. preflight() checks the server before its
+first job (again whenever a FailoverClient moves to another server): checkpoint name, sampler and scheduler names (with the
 server's choices in the message), node classes present, and whether SaveImageWebsocket exists
 (preferred: it writes nothing to disk; otherwise outputs fall back to SaveImage under
 ComfyUI's output/reverie/ folder, which then grows by one PNG per keyframe). The same fallback
