@@ -101,3 +101,23 @@ def test_first_job_after_a_restart_between_jobs_succeeds(comfy_server, output):
         assert is_inverted(images[0], np.asarray(source))
     finally:
         client.close()
+
+
+def test_failover_from_a_server_that_is_gone_runs_the_keyframe_on_the_next_one(comfy_server):
+    """comfyui.url lists a dead server first: the preflight and the job move to the one that answers."""
+    from backend.comfyui.failover import FailoverClient
+    from tests.comfyui.test_discovery import _free_ports
+
+    dead = f"http://127.0.0.1:{_free_ports(1)[0]}"
+    client = FailoverClient([dead, comfy_server.url], request_timeout=5.0, job_timeout=60.0, poll_interval=0.5)
+    try:
+        workflow = parse_workflow(invert_graph("reverie/x.png", output="SaveImageWebsocket"), "user.json")
+        generator = KeyframeGenerator(client, img2img=workflow, txt2img=workflow, checkpoint=None, steps=1,
+                                      cfg=1.0, sampler="euler", scheduler="normal", width=64, height=64,
+                                      upload_tag="failover")
+        generator.preflight()
+        assert client.current_url == comfy_server.url
+        result = generator.generate_keyframe(pattern(), "p", "n", seed=3, denoise=0.5)
+    finally:
+        client.close()
+    assert is_inverted(result.image, np.asarray(pattern()))
