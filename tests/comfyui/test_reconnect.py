@@ -47,7 +47,7 @@ def test_reconnect_between_jobs_opens_a_new_socket_under_the_same_client_id(fake
     client.reconnect()
     images = client.run(invert_graph(ref, "SaveImageWebsocket"))
     assert fake.sockets[client.client_id][0] is not first_socket
-    assert list(fake.sockets) == [client.client_id]          # the old socket was closed, not leaked
+    wait_for(lambda: first_socket.closed, "the old socket to be closed, not leaked")
     assert np.array_equal(np.asarray(images[0]), 255 - np.asarray(picture))
 
 
