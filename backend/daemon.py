@@ -81,7 +81,7 @@ class Daemon:
         self.report = StatusReport(self)
         self.last_error = ""                        # this loop's problem of the moment (frame, VAE memory)
         self.out_of_memory = 0                      # VAE calls that found no GPU memory
-        self._waking = False                        # new jobs held: the PC woke and ComfyUI has not answered
+        self._waking = False                        # new jobs held by the ComfyUI watch (a wake, a reconnect)
         self.source: ComfyUISource | FolderSource | None = None
         self.client: ComfyClient | None = None
         self.encoder: LatentEncoder | None = None
@@ -257,7 +257,7 @@ class Daemon:
             self._pause() if self.pause.wanted else self._resume()
             restart = True
         if self.gen is not None and not self.pause.applied and self.citizen.waking != self._waking:
-            self._waking = self.citizen.waking  # just woken from sleep: no new job until ComfyUI answers a probe
+            self._waking = self.citizen.waking  # after a sleep or a reconnect: no new job until it is done
             self.gen.pause() if self._waking else self.gen.resume()
         new = self.watcher.poll()
         if new is not None:

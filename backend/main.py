@@ -119,8 +119,11 @@ def _run_daemon(config: Config, args: argparse.Namespace, overrides: dict, lock:
     try:
         from backend.daemon import Daemon
         from backend.assembly import UserError
+        from backend.parts import Assembly
         try:
-            return Daemon(config, args.config, shutdown, overrides=overrides).run(args.max_frames)
+            assembly = Assembly(config)  # the run's one Dream, for the keyframe source and the daemon (C3)
+            return Daemon(config, args.config, shutdown, overrides=overrides, dream=assembly.dream,
+                          build=assembly).run(args.max_frames)
         except UserError as exc:
             log.error("%s", exc)
             return 2
