@@ -4,10 +4,11 @@ The live daemon makes one keyframe at a time, so it needs no work queue (that is
 ServerPool): it needs to carry on when the server in use goes away. Every request goes to the
 current server. When a request meets no answer there, the other servers are probed in list order
 after it (GET /system_stats, a short timeout) and the first that answers becomes current; the
-request that failed still raises ComfyUnavailable, so its caller makes the keyframe again, with
-the same seed, on the new server (ComfyUISource does exactly that). The KeyframeGenerator sees
-`current_url` change and runs its preflight again there (checkpoint, samplers, output node); a
-server that cannot run the workflow is passed over with `pass_over()`.
+upload or job that failed raises JobLost (ComfyUnavailable when no server answers), so its
+caller makes the keyframe again, with the same seed, on the new server (ComfyUISource does
+exactly that, without showing an outage). The KeyframeGenerator sees `current_url` change and
+runs its preflight again there (checkpoint, samplers, output node); a server that cannot run the
+workflow is passed over with `pass_over()`.
 
 Once moved, it stays on the server that works and does not go back to the first when that one
 returns: going back would cost a model load on every flap, and any server in the list is one the
@@ -26,7 +27,7 @@ from typing import Sequence
 from PIL import Image
 
 from backend.comfyui.client import ComfyClient
-from backend.comfyui.errors import JobLost
+from backend.comfyui.errors import ComfyError, ComfyUnavailable, JobLost
 from backend.comfyui.jobs import JobResult
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,8 @@ class FailoverClient:
         self._running = client
         try:
             return client.run_job(graph, output_node=output_node)
+        except ComfyUnavailable as exc:
+            raise self._moved_on(client, exc) from exc
         finally:
             self._running = None
 
@@ -183,12 +186,23 @@ class FailoverClient:
 
     def upload_image(self, image: Image.Image, name: str, subfolder: str = "reverie") -> str:
         client = self.current
-        ref = client.upload_image(image, name, subfolder)
+        try:
+            ref = client.upload_image(image, name, subfolder)
+        except ComfyUnavailable as exc:
+            raise self._moved_on(client, exc) from exc
         self._uploads[ref] = client
         self._uploads.move_to_end(ref)
         while len(self._uploads) > UPLOADS_REMEMBERED:
             self._uploads.popitem(last=False)
         return ref
+
+    def _moved_on(self, client: ComfyClient, exc: ComfyUnavailable) -> ComfyError:
+        """The error to raise for a request `client` could not answer: JobLost when another server
+        has taken over meanwhile (nothing is down: make the keyframe again there, with its seed),
+        else the ComfyUnavailable itself."""
+        if self.current is client:
+            return exc
+        return JobLost(f"ComfyUI at {client.url} stopped answering; making the job again on {self.current_url}")
 
     @property
     def busy(self) -> bool:
