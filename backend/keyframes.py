@@ -36,8 +36,8 @@ class ComfyUISource:
     `resume`). `state` is "unavailable" from the first request that meets no server (the client's
     reachability; between jobs an idle probe asks once a second) and "connected" again, with
     `last_error` cleared, as soon as one is answered. `generator` is a backend.comfyui
-    KeyframeGenerator, `client` its ComfyClient; `dream` (optional) is backend.dream's Dream,
-    called as INTERFACES.md I4 says.
+    KeyframeGenerator, `client` its ComfyClient or FailoverClient; `dream` (optional) is
+    backend.dream's Dream, called as INTERFACES.md I4 says.
     """
 
     def __init__(self, generator, *, prompts, prompt_period: int, seed: SeedPolicy, denoise: float,
