@@ -79,3 +79,10 @@ def test_a_batch_without_a_measured_write_uses_the_whole_interval():
     assert p.batch(8) == 4  # 0.1 s / 0.025 s
     p.decode_seconds = 0.2  # slower than a frame: still one
     assert p.batch(8) == 1
+
+
+def test_the_write_cost_is_a_moving_average_of_the_writes():
+    p = Pacing(10.0, FakeClock())
+    p.record_write(0.01)
+    p.record_write(0.06)
+    assert p.write_seconds == pytest.approx(0.02)

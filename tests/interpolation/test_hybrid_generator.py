@@ -659,13 +659,19 @@ def test_an_fps_edit_applies_to_the_pacing_at_once_and_the_rest_from_the_next_se
 
 class StillWorker:
     """In place of the keyframe thread: a latency estimate and the time the keyframe in flight
-    was asked for, both set by the test (None: nothing in flight)."""
+    was asked for, both set by the test (None: nothing in flight); `take` hands out keyframes
+    0, 1, 2, ... at once."""
 
     def __init__(self, latency: float | None, since: float | None) -> None:
         self.latency = LatencyEstimate()
         if latency is not None:
             self.latency.add(latency)
         self.in_flight_since = since
+        self.taken = 0
+
+    def take(self, timeout: float | None = None) -> Keyframe:
+        self.taken += 1
+        return fake_keyframe(keyframe_image(self.taken - 1), self.taken - 1)
 
 
 def still(clock: FakeClock, latency: float | None, since: float | None, **changes) -> HybridGenerator:
@@ -721,6 +727,24 @@ def test_a_segment_grows_in_steps_of_a_quarter_or_a_batch_and_never_past_the_aut
     seg = playing(n=20, j=20)
     gen._respread(seg, due=66.125)
     assert seg.n == 23
+    seg.end = fake_keyframe(fitted(1), 1)
+    seg.decode_ahead(gen._cache, "linear", "spherical", 3)
+    seg.j += 1
+    gen.worker.latency.add(3.0)  # later still: N = 12 + 21 - 2 wanted, but N is at the maximum
+    gen._respread(seg, due=66.25)
+    assert (seg.n, seg.decoded_upto) == (23, 22)  # nothing re-spread, so nothing decoded ahead dropped
+
+
+def test_a_segment_stretches_from_its_first_inbetween_when_the_keyframe_it_took_shows_a_slowdown():
+    clock = FakeClock(64.0)
+    gen = still(clock, 1.0, 63.5)
+    assert gen.next_frame(due=64.0).segment_frames == 8  # planned for 1 s at 8 fps
+    gen.worker.latency.add(4.0)  # K_1 (taken for j = 1) took 4 s; K_2 is in flight from now
+    gen.worker.in_flight_since = 64.0
+    clock.now = 64.125
+    frame = gen.next_frame(due=64.25)
+    # K_2 due in at 68.0, 30 frames after 64.25, and needed at j = 1 of segment 1: N = 30 + 1 - 2.
+    assert (frame.position, frame.segment_frames) == (1, 30)
 
 
 def test_a_segment_does_not_grow_while_the_keyframe_in_flight_will_be_in_time():
@@ -761,6 +785,11 @@ def test_once_the_late_keyframe_is_in_the_rest_goes_back_to_steps_no_longer_than
     gen._respread(seg, due=70.0)
     # 2/3 of the segment left at planned steps of 1/4: three more after j = 2 (the last is j = 4).
     assert seg.n == 4 and seg.u(2) == pytest.approx(1 / 3) and seg.u(5) == 1.0
+    seg.end = fake_keyframe(fitted(1), 1)
+    seg.decode_ahead(gen._cache, "linear", "spherical", 2)  # j = 3, 4
+    seg.j = 4
+    gen._respread(seg, due=70.125)  # 4/9 left at steps of 1/4: still N = 4, so nothing is dropped
+    assert (seg.n, seg.decoded_upto) == (4, 4)
 
 
 def test_a_fixed_count_or_img2img_segment_is_never_respread():
@@ -823,3 +852,53 @@ def test_prepare_takes_the_next_keyframe_only_when_a_decode_fits_and_then_decode
     gen.prepare(until=16.0)  # two fit: in-betweens 2 and 3 in one batch, then K_1's slot (one more fits)
     assert [d.shape[0] for d in enc.decoded] == [1, 1, 2, 1] and clock.now == 15.0
     assert torch.equal(enc.decoded[-1], PoolEncoder().encode([fit_cover(GatedSource.image(1), RES)]))
+
+
+def test_prepare_before_the_first_frame_or_without_vae_interpolation_does_nothing(closing):
+    gen, source, enc = make(interpolation_frames=2)
+    closing(gen)
+    wait_until(lambda: gen.worker.ready is not None)
+    gen.prepare(until=time.monotonic() + 1.0)  # no segment yet: K_0 is for next_frame to take
+    assert gen.worker.ready is not None and enc.encoded_sizes == []
+    for changes in ({"use_vae_interpolation": False}, {"encoder": None, "use_vae_interpolation": False}):
+        gen, _, enc = make(**{"interpolation_frames": 2, **changes})
+        closing(gen)
+        pull(gen, 1)
+        wait_until(lambda: gen.worker.ready is not None)
+        gen.prepare(until=time.monotonic() + 1.0)  # crossfading: nothing to encode or decode ahead
+        assert gen.worker.ready is not None
+        assert enc is None or (enc.encoded_sizes, enc.decoded) == ([], [])
+
+
+def test_a_crossfade_started_without_an_encoder_keeps_crossfading_when_vae_interpolation_is_turned_on(closing):
+    gen, _, _ = make(encoder=None, use_vae_interpolation=False, interpolation_frames=1)
+    closing(gen)
+    pull(gen, 1)
+    gen.update_settings(settings(use_vae_interpolation=True, interpolation_frames=1))
+    frames = pull(gen, 3)  # needs the restart that loads a VAE: until then, still pixels
+    a, b = (np.asarray(fitted(n), dtype=np.float32) for n in (1, 2))
+    assert np.array_equal(frames[1].pixels, a.astype(np.uint8))
+    assert np.array_equal(frames[2].pixels, np.rint(a + (b - a) * 0.5).astype(np.uint8))
+
+
+class StuckSource(FakeSource):
+    """A source whose request ignores close() until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def next_keyframe(self, previous):
+        self.release.wait()
+        return None
+
+
+def test_close_gives_up_after_its_timeout_on_a_source_that_does_not_stop_and_says_so():
+    source = StuckSource()
+    gen = HybridGenerator(source, PoolEncoder(), settings()).start()
+    wait_until(lambda: gen.worker.in_flight_since is not None)
+    try:
+        assert gen.close(timeout=0.1) is False
+    finally:
+        source.release.set()
+    assert gen.worker.close(timeout=5) is True

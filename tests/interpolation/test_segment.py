@@ -151,3 +151,10 @@ def test_crossfade_rounds_to_the_nearest_level():
     seg, _, _ = segment(frames=1)  # j = 1 is half way: (191 + 64) / 2 = 127.5 rounds to even, 128
     seg.j = 1
     assert tuple(seg.crossfade("linear")[0, 0]) == (128, 128, 115)
+
+
+def test_crossfade_keeps_black_black_and_white_white():
+    seg = Segment(0, Keyframe(Image.new("RGB", RES, (0, 255, 0))), 3)
+    seg.end = Keyframe(Image.new("RGB", RES, (0, 255, 255)))
+    seg.j = 2
+    assert tuple(seg.crossfade("cosine")[3, 5]) == (0, 255, 128)
