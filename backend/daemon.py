@@ -26,6 +26,7 @@ from backend.keyframes import ComfyUISource
 from backend.pacing import Clock, MonotonicClock
 from backend.parts import Parts, build_parts
 from backend.pause import Pause, free_comfyui, hold_work, resume_work
+from backend.render.video import VideoError
 from backend.screen import FrameListener, Screen, worth_logging
 from backend.shutdown import Shutdown
 from backend.status import StatusWriter
@@ -113,7 +114,7 @@ class Daemon:
                                        on_keyframe_latent=self._observe if self.dream is not None else None).start()
             self.citizen.start(self.config, self.client, self._own_work_running)
             self._play(max_frames)
-        except (UserError, KeyframeSourceError) as exc:
+        except (UserError, KeyframeSourceError, VideoError) as exc:
             self._fail(str(exc))
             raise UserError(str(exc)) from None
         except BaseException as exc:

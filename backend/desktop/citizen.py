@@ -50,13 +50,12 @@ class Citizen:
             self.watch.start(self.stop)
         display = config.display
         if display.record:
-            from backend.assembly import UserError
             from backend.render.recorder import Recorder
             from backend.render.video import VideoError, check_codec
             try:
                 check_codec()  # before the first frame, not in the recorder thread later
-            except VideoError as exc:
-                raise UserError(f"display.record is on, but {exc}") from None
+            except VideoError as exc:  # the daemon stops with it as a user's error (exit 2)
+                raise VideoError(f"display.record is on, but {exc}") from None
             self.recorder = Recorder(display.record_dir, display.record_segment_seconds, display.fps,
                                      display.record_max_bytes)
             log.info("recording the display to %s in %g s segments", display.record_dir, display.record_segment_seconds)

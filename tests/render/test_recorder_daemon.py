@@ -41,3 +41,19 @@ def test_recording_off_makes_no_recorder_and_no_folder(tmp_path):
     run.thread.join(60)
     assert run.result == 0 and run.daemon.citizen.recorder is None
     assert not (tmp_path / "out" / "recordings").exists()
+
+
+def test_recording_without_a_working_pyav_stops_at_start_as_a_users_error_naming_the_fix(tmp_path, monkeypatch):
+    import backend.render.video as video
+    from backend.assembly import UserError
+
+    def no_codec(codec: str = "libx264") -> None:
+        raise video.VideoError(video.INSTALL_HINT)
+
+    monkeypatch.setattr(video, "check_codec", no_codec)   # stands in for a machine without PyAV
+    run = Run(tmp_path, record=True)
+    run.start(max_frames=3)
+    run.thread.join(60)
+    assert isinstance(run.error, UserError) and not run.frames
+    assert str(run.error) == f"display.record is on, but {video.INSTALL_HINT}"
+    assert run.status()["state"] == "error"
