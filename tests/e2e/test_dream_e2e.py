@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -46,17 +47,26 @@ def run(folder: Path, tiny_vae: Path, url: str, control: bool, during=None) -> t
     try:
         if during is not None:
             during(folder, daemon)
-        output, _ = daemon.communicate(timeout=300)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate()
+    except BaseException:
+        finish(daemon, 0)
+        raise
+    output = finish(daemon, 300)
     assert daemon.returncode == 0, output
     assert "Traceback" not in output, output
     out = folder / "out"
     with open(out / "quality.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return rows, json.loads((out / "status.json").read_text(encoding="utf-8")), out
+
+
+def finish(daemon, timeout: float) -> str:
+    """The daemon's output once it exits; killed when it outlives `timeout` (a run that never stops
+    must not outlive the test either)."""
+    try:
+        return daemon.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        return daemon.communicate()[0] + f"\n(killed after {timeout} s)"
 
 
 def keyframe_slot_frames(out: Path) -> list[np.ndarray]:
@@ -102,7 +112,7 @@ def test_bad_reference_images_stop_the_daemon_at_start_with_exit_2_naming_each(t
     (tmp_path / "text.png").write_text("not a picture", encoding="utf-8")
     write_config(tmp_path, tiny_vae, dream={"references": ["gone.png", "empty", "text.png"]})
     daemon = start_daemon(tmp_path, "--max-frames", "2")
-    output, _ = daemon.communicate(timeout=120)
+    output = finish(daemon, 120)
     assert daemon.returncode == 2, output
     assert "Traceback" not in output
     assert "gone.png: no such file or folder" in output and "empty: the folder has no images" in output
@@ -117,7 +127,7 @@ def test_a_folder_source_is_measured_into_quality_csv_without_comfyui(tmp_path, 
         Image.new("RGB", (80, 60), colour).save(images / f"{i}.png")
     write_config(tmp_path, tiny_vae, keyframes={"source": "folder", "folder": "images"})
     daemon = start_daemon(tmp_path, "--max-frames", "12")
-    output, _ = daemon.communicate(timeout=240)
+    output = finish(daemon, 240)
     assert daemon.returncode == 0, output
     with open(tmp_path / "out" / "quality.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
