@@ -21,6 +21,10 @@ from tests.e2e.conftest import start_daemon, write_config
 
 KEYFRAMES = 200
 SEEDS = (100, 5000)     # different chains, so the two daemons' keyframes never coincide
+# Measure only, and no blank check: every input is exactly the previous keyframe and every seed
+# is used (the fake's exact sampler fades a 64x64 chain to near-flat within ~20 keyframes, which
+# the dream's blank check would reject and retry with the next seed).
+EXACT_CHAIN = {"control": False, "blank_l_mean": 0.0, "blank_l_std": 0.0}
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -50,8 +54,9 @@ def test_two_daemons_sharing_one_comfyui_make_200_keyframes_each_from_their_own_
                 write_config(folder, tiny_vae, fake.url, generation={
                     "resolution": [64, 64],
                     "hybrid": {"interpolation_frames": 0, "keyframe_denoise": 0.5, "use_vae_interpolation": False}},
-                    keyframes={"seed": {"policy": "increment", "value": seed}}, display={"fps": 60, "output_dir": "out",
-                                                                                        "history_keep": 1000})
+                    keyframes={"seed": {"policy": "increment", "value": seed}},
+                    display={"fps": 60, "output_dir": "out", "history_keep": 1000},
+                    dream=EXACT_CHAIN)
                 daemons.append(start_daemon(folder, "--max-frames", str(KEYFRAMES)))
             outputs = [d.communicate(timeout=600)[0] for d in daemons]
         finally:
