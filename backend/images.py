@@ -5,6 +5,10 @@ keyframe reaches the VAE at exactly `(width, height)` whatever size ComfyUI or a
 `load_fitted` reads a file the cheap way: JPEGs decode at a reduced scale (`draft`), other
 formats are box-reduced before any conversion, and pictures whose decoded size is over
 `max_pixels` are refused with `ImageTooLarge` before their pixels are read.
+`to_rgb` is the one mode conversion every picture Reverie reads goes through: PIL's own
+`convert("RGB")` clips 16-bit, 32-bit and float tones at 255 (a 16-bit PNG comes out almost
+white) and drops alpha to whatever colour hides under transparent pixels; `to_rgb` scales the
+tones to 0..255 and composites alpha over black instead.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from backend.comfyui.images import to_rgb
 
 
 # Decoded pixels above which a picture is refused: decoding and converting one costs memory and
@@ -70,3 +74,33 @@ def fit_cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     left = (image.width - width) // 2
     top = (image.height - height) // 2
     return image.crop((left, top, left + width, top + height))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> a new RGB image with 0..255 tones.
+
+    16-bit (I;16*) -> top 8 bits; I (int32) -> clipped to 0..65535, top 8 bits when any value
+    exceeds 255 (else taken as 0..255); F (float) -> 0..1, 0..255 or 0..65535 judged by its
+    maximum. Alpha (RGBA, LA, PA, P/L/RGB with a transparency key) is composited over black.
+    """
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return Image.fromarray(_tones_to_uint8(np.asarray(image), mode), "L").convert("RGB")
+    if "A" in mode or "a" in mode or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _tones_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """One-channel 16-bit/int32/float values [H, W] -> uint8 [H, W] (see to_rgb for the ranges)."""
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=65535.0, neginf=0.0)
+    top = float(values.max()) if values.size else 0.0
+    if mode == "F":
+        scale = 255.0 if top <= 1.0 else 1.0 if top <= 255.0 else 255.0 / 65535.0
+        return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    values = np.clip(values, 0, 65535).astype(np.uint16)
+    if mode.startswith("I;16") or top > 255:
+        values = values >> 8
+    return values.astype(np.uint8)

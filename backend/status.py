@@ -68,7 +68,7 @@ STATUS_KEYS: tuple[str, ...] = (
     "target_fps", "stalls", "stall_seconds", "keyframe_latency", "prompt", "comfyui", "last_error",
     "uptime", "frame_file", "updated", "version", "pause_reason")
 OPTIONAL_KEYS: dict[str, type] = {"quality": dict, "comfyui_server": str, "config_problem": str}
-STATES = ("starting", "live", "buffering", "waiting_for_comfyui", "paused", "stopped", "error")
+STATES = ("starting", "live", "buffering", "waiting_for_comfyui", "paused", "resuming", "stopped", "error")
 FRAME_KINDS = ("keyframe", "inbetween")
 COMFYUI_STATES = ("starting", "connected", "unavailable", "not_used")
 MAX_TEXT = 2000  # characters per string: a prompt fits, a runaway server message does not fill the skin
