@@ -419,3 +419,238 @@ def test_a_fixed_seed_without_the_anchor_walk_is_warned_about_at_start(tmp_path,
         build_dream(parse_config({**fixed, "dream": {"anchor_every": 0}}, base_dir=tmp_path))
     warned, = warnings_of(caplog)
     assert warned.startswith("keyframes.seed.policy is fixed and the anchor walk is off")
+
+
+# -- exact behaviour the mutation run found untested (issue 11) -------------------------------------
+
+class Preflighting:
+    """A keyframe generator whose preflight raises `error` (None: ComfyUI accepts the workflow)."""
+
+    def __init__(self, error=None):
+        self.error = error
+
+    def preflight(self):
+        if self.error is not None:
+            raise self.error
+
+
+class Closable:
+    def __init__(self, url="http://127.0.0.1:9", current_url=None):
+        self.url, self.closed = url, False
+        if current_url is not None:
+            self.current_url = current_url
+
+    def close(self):
+        self.closed = True
+
+
+def test_preflight_is_ready_when_accepted_and_not_ready_when_comfyui_does_not_answer():
+    from backend.assembly import _preflight
+    from backend.comfyui.errors import ComfyUnavailable
+
+    client = Closable()
+    assert _preflight(client, Preflighting()) is True
+    assert _preflight(client, Preflighting(ComfyUnavailable("refused"))) is False
+    assert not client.closed
+
+
+def test_a_rejected_workflow_closes_the_client_and_is_one_sentence():
+    from backend.assembly import UserError, _preflight
+    from backend.comfyui.errors import WorkflowRejected
+
+    client = Closable()
+    with pytest.raises(UserError) as info:
+        _preflight(client, Preflighting(WorkflowRejected("ComfyUI refused the workflow:", ["no checkpoint x"])))
+    assert str(info.value) == "ComfyUI refused the workflow: no checkpoint x." and client.closed
+
+
+@pytest.mark.parametrize("current", [None, "http://127.0.0.1:10"])
+def test_an_unexpected_answer_is_warned_about_with_the_server_in_use_and_not_ready(current, caplog):
+    from backend.assembly import _preflight
+    from backend.comfyui.errors import ComfyError
+
+    client = Closable(current_url=current)
+    with caplog.at_level(logging.WARNING, logger="backend.assembly"):
+        assert _preflight(client, Preflighting(ComfyError("HTTP 500 from /object_info"))) is False
+    assert warnings_of(caplog) == [
+        f"could not check the workflow against ComfyUI at {current or client.url} (HTTP 500 from /object_info); "
+        "it is checked again before the first keyframe"]
+    assert not client.closed
+
+
+def test_a_checkpoint_comfyui_lacks_stops_the_start_with_the_client_closed(tmp_path):
+    from backend.assembly import UserError
+
+    with FakeComfyUI(root=tmp_path / "server") as fake:
+        config = parse_config({"comfyui": {"url": fake.url, "request_timeout": 2, "checkpoint": "absent.safetensors"},
+                               "generation": {"resolution": [64, 64]}}, base_dir=tmp_path)
+        with pytest.raises(UserError) as info:
+            build_source(config)
+    message = str(info.value)
+    assert "absent.safetensors" in message and message.endswith(".") and "\n" not in message
+
+
+def test_several_unreachable_urls_are_each_checked_for_encryption_and_named_in_the_wait_warning(tmp_path, caplog):
+    # 0.0.0.0 is not loopback to _is_loopback, but a connection to it fails at once on every platform
+    urls = ["http://127.0.0.1:9", "http://0.0.0.0:9"]
+    config = parse_config({"comfyui": {"url": urls, "request_timeout": 1}, **NO_VAE}, base_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="backend.assembly"):
+        source, client = build_source(config)
+    try:
+        assert source.state == "starting"
+    finally:
+        source.close()
+    warned = warnings_of(caplog)
+    assert [w for w in warned if "plain http" in w] == [
+        "comfyui.url http://0.0.0.0:9 is plain http to another machine: prompts and images cross the network "
+        "unencrypted and ComfyUI has no authentication (anyone on that network can use the server); prefer "
+        "ComfyUI on this machine or an https/SSH tunnel"]
+    assert ("ComfyUI is not reachable at http://127.0.0.1:9 or http://0.0.0.0:9; waiting for it "
+            "(the picture stays up)") in warned
+
+
+@pytest.mark.parametrize("host", ["localhost.", "LOCALHOST", "::ffff:127.0.0.1", "::ffff:127.8.9.10", "127.0.0.1", "::1"])
+def test_loopback_names_include_the_trailing_dot_and_ipv4_mapped_ipv6(host):
+    from backend.assembly import _is_loopback
+
+    assert _is_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["", ".localhost", "localhost.lan", "::ffff:192.168.1.2", "10.0.0.1", "comfy"])
+def test_other_hosts_are_not_loopback(host):
+    from backend.assembly import _is_loopback
+
+    assert not _is_loopback(host)
+
+
+def test_an_ipv4_mapped_loopback_url_is_not_warned_about(caplog):
+    with caplog.at_level(logging.WARNING, logger="backend.assembly"):
+        warn_if_unencrypted("http://[::ffff:127.0.0.1]:8188")
+        warn_if_unencrypted("http://localhost.:8188")
+    assert warnings_of(caplog) == []
+
+
+def test_several_urls_pass_the_timeouts_to_every_server_of_the_failover(tmp_path):
+    pytest.importorskip("backend.comfyui.failover")
+    from backend.assembly import build_client
+
+    urls = ["http://127.0.0.1:9", "http://127.0.0.1:10"]
+    client = build_client(parse_config({"comfyui": {"url": urls, "request_timeout": 1.5, "job_timeout": 20}},
+                                       base_dir=tmp_path))
+    try:
+        assert [(c.request_timeout, c.jobs.job_timeout) for c in client.clients] == [(1.5, 20.0), (1.5, 20.0)]
+    finally:
+        client.close()
+
+
+def test_without_the_failover_module_several_urls_use_the_first_and_say_so(tmp_path, caplog, monkeypatch):
+    import sys
+
+    from backend.assembly import build_client
+    from backend.comfyui.client import ComfyClient
+
+    monkeypatch.setitem(sys.modules, "backend.comfyui.failover", None)   # import of it raises ImportError
+    urls = ["http://127.0.0.1:9", "http://127.0.0.1:10"]
+    config = parse_config({"comfyui": {"url": urls, "request_timeout": 1.5, "job_timeout": 20}}, base_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="backend.assembly"):
+        client = build_client(config)
+    try:
+        assert type(client) is ComfyClient and client.url == urls[0]
+        assert (client.request_timeout, client.jobs.job_timeout) == (1.5, 20.0)
+    finally:
+        client.close()
+    assert warnings_of(caplog) == [
+        "comfyui.url lists 2 servers but this Reverie has no failover; using http://127.0.0.1:9 only"]
+
+
+def test_build_encoder_passes_every_vae_setting_and_the_workflows_vae_to_the_loader(tmp_path, monkeypatch):
+    from backend.assembly import build_encoder
+    from backend.interpolation.latent_encoder import LatentEncoder
+
+    calls = []
+    monkeypatch.setattr(LatentEncoder, "load", classmethod(lambda cls, **kwargs: calls.append(kwargs) or "loaded"))
+    config = parse_config({"vae": {"kind": "kl", "source": str(tmp_path / "v.safetensors"), "family": "sdxl",
+                                   "device": "cpu", "dtype": "float32", "comfyui_dir": str(tmp_path),
+                                   "max_batch": 3, "models_dir": str(tmp_path / "models")},
+                           "comfyui": {"checkpoint": "mine.safetensors"}}, base_dir=tmp_path)
+    assert build_encoder(config) == "loaded"
+    vae = config.vae
+    assert calls == [dict(kind="kl", source=vae.source, family="sdxl", device="cpu", dtype="float32",
+                          comfyui_dir=vae.comfyui_dir, max_batch=3, checkpoint="mine.safetensors", vae_file=None,
+                          models_dir=vae.models_dir)]
+    assert vae.models_dir is not None and vae.comfyui_dir is not None
+
+
+def test_a_vae_that_fails_to_load_is_a_user_error_with_the_reason_and_the_fix(tmp_path, monkeypatch):
+    from backend.assembly import UserError, build_encoder
+    from backend.interpolation.latent_encoder import LatentEncoder
+
+    def broken(cls, **kwargs):
+        raise RuntimeError("size mismatch")
+
+    monkeypatch.setattr(LatentEncoder, "load", classmethod(broken))
+    with pytest.raises(UserError) as info:
+        build_encoder(parse_config({}, base_dir=tmp_path))
+    assert str(info.value) == "The VAE could not be loaded (size mismatch); check the vae section of the config."
+
+
+@pytest.mark.parametrize("name", ["", ["4", 0]])
+def test_a_vaeloader_without_a_file_name_gives_no_vae_file(tmp_path, name):
+    import json
+
+    from backend.assembly import workflow_vae
+
+    graph = json.loads((Path(__file__).resolve().parent.parent / "backend/comfyui/workflows/img2img_sd15.json").read_text())
+    graph["99"] = {"class_type": "VAELoader", "inputs": {"vae_name": name}}
+    (tmp_path / "wf.json").write_text(json.dumps(graph))
+    assert workflow_vae(parse_config({"comfyui": {"workflow": "wf.json"}}, base_dir=tmp_path)) == (
+        "v1-5-pruned-emaonly.safetensors", None)
+
+
+def test_an_unreadable_start_image_is_one_user_error_naming_it(tmp_path):
+    from backend.assembly import UserError, load_start_image
+
+    bad = tmp_path / "start.png"
+    bad.write_text("not a picture", encoding="utf-8")
+    with pytest.raises(UserError) as info:
+        load_start_image(bad, (64, 64))
+    message = str(info.value)
+    assert message.startswith(f"The start image {bad} cannot be read (") and message.endswith(
+        "); fix keyframes.start_image.")
+    assert load_start_image(None, (64, 64)) is None
+
+
+def test_an_empty_image_folder_is_the_folder_sources_own_user_error(tmp_path):
+    from backend.assembly import UserError
+
+    (tmp_path / "imgs").mkdir()
+    config = parse_config({"keyframes": {"source": "folder", "folder": "imgs"}, **NO_VAE}, base_dir=tmp_path)
+    with pytest.raises(UserError) as info:
+        build_source(config)
+    assert str(info.value).startswith(f"No images found in {tmp_path / 'imgs'} (looked for ")
+
+
+def test_the_seed_policy_keeps_the_configured_value():
+    from backend.assembly import seed_policy
+
+    seeds = seed_policy(parse_config({"keyframes": {"seed": {"policy": "increment", "value": 11}}}))
+    assert (seeds.policy, seeds.value, seeds.next(), seeds.next()) == ("increment", 11, 11, 12)
+
+
+def test_a_fixed_seed_on_a_folder_source_is_not_warned_about(tmp_path, caplog):
+    from backend.assembly import build_dream
+
+    (tmp_path / "imgs").mkdir()
+    config = parse_config({"keyframes": {"source": "folder", "folder": "imgs", "seed": {"policy": "fixed"}},
+                           "dream": {"anchor_every": 0}}, base_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="backend.assembly"):
+        build_dream(config)
+    assert warnings_of(caplog) == []
+
+
+def test_one_sentence_trims_only_the_summarys_trailing_punctuation():
+    from backend.assembly import _one_sentence
+    from backend.comfyui.errors import WorkflowRejected
+
+    assert _one_sentence(WorkflowRejected("unknown sampler X")) == "unknown sampler X."
+    assert _one_sentence(WorkflowRejected("refused: ", ["a", "b"])) == "refused: a; b."
