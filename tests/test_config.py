@@ -896,3 +896,185 @@ def test_dream_edits_apply_live_except_the_references(tmp_path):
     clock.now += 1
     new = watcher.poll()
     assert new.dream.anchor_every == 4 and new.dream.references == ()   # references kept until a restart
+
+
+# -- exact messages and edges the mutation run found untested (issue 11) ----------------------------
+
+def config_error(call, *args, **kwargs) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        call(*args, **kwargs)
+    return info.value
+
+
+def test_a_config_error_counts_its_problems_in_words_and_lists_one_per_line():
+    one, two = ConfigError("c.yaml", ["a: bad"]), ConfigError(Path("d.yaml"), ["a: bad", "b: worse"])
+    assert str(one) == "invalid config c.yaml (1 problem):\n  - a: bad"
+    assert str(two) == "invalid config d.yaml (2 problems):\n  - a: bad\n  - b: worse"
+    assert (two.source, two.problems) == ("d.yaml", ["a: bad", "b: worse"])
+    assert str(ConfigError("e.yaml", [])) == "invalid config e.yaml (0 problems):\n"
+
+
+def test_a_missing_config_file_or_a_folder_is_one_problem_naming_the_fix(tmp_path):
+    missing = config_error(load_config, tmp_path / "nope.yaml")
+    assert (missing.source, missing.problems) == (str(tmp_path / "nope.yaml"), [
+        "config file not found (copy config.yaml from the Reverie folder, or pass --config PATH)"])
+    folder = config_error(load_config, tmp_path)
+    assert (folder.source, folder.problems) == (str(tmp_path), [
+        "this is a folder, not a config file; pass --config PATH/config.yaml"])
+
+
+def test_a_config_file_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"display:\n  fps: \xff\n")
+    error = config_error(load_config, path)
+    assert error.source == str(path) and error.problems[0].startswith("line 2: not UTF-8 text (byte 0xff)")
+
+
+def test_parse_config_names_its_source_dict_or_text_by_default():
+    assert config_error(parse_config, {"display": {"fps": -1}}).source == "<dict>"
+    assert config_error(parse_config_text, "display: {fps: -1}\n").source == "<text>"
+    assert config_error(parse_config_text, "display: {fps: 1, fps: 2}\n", "mine.yaml").source == "mine.yaml"
+
+
+def test_a_yaml_value_error_is_one_problem_naming_the_file():
+    error = config_error(parse_config_text, "when: 2024-13-45\n", "c.yaml")
+    assert error.source == "c.yaml" and len(error.problems) == 1
+    assert error.problems[0].startswith("YAML value error: month must be in 1..12")
+
+
+def test_command_line_folder_overrides_set_the_folder_source_and_name_bad_values(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imgs").mkdir()
+    config = parse_config({}, base_dir=tmp_path)
+    by_folder = with_overrides(config, folder="imgs")
+    assert (by_folder.keyframes.source, by_folder.keyframes.folder) == ("folder", tmp_path / "imgs")
+    assert with_overrides(config, source=" ComfyUI ").keyframes.source == "comfyui"
+    assert with_overrides(by_folder, source="FOLDER").keyframes.source == "folder"
+    error = config_error(with_overrides, config, source="nowhere", folder="gone", vae="missing.pth")
+    assert error.source == "command line"
+    assert error.problems == [
+        "--source: must be 'comfyui', 'folder' or an existing image folder, got 'nowhere'",
+        "--folder: no such folder: gone",
+        "--vae: no such file or folder: missing.pth (give a VAE file, the folder of a taesd_encoder.pth + "
+        "taesd_decoder.pth pair, or a diffusers VAE folder)"]
+    assert config_error(with_overrides, config, fps=0.0).problems == [
+        f"--fps: {config_error(parse_config, {'display': {'fps': 0.0}}).problems[0].split(': ', 1)[1]}"]
+
+
+def test_an_unknown_key_lists_the_known_ones_when_nothing_is_close():
+    from backend.config import DisplayConfig
+
+    problem, = problems_of({"display": {"zzzzzz": 1}})
+    known = ", ".join(f.name for f in dataclasses.fields(DisplayConfig) if not f.metadata.get("derived"))
+    assert problem == f"display.zzzzzz: unknown key (known keys: {known})" and ", " in known
+
+
+def test_a_top_level_that_is_not_a_mapping_says_so():
+    assert problems_of([1, 2]) == ["(top level): must be a mapping of keys, got list [1, 2]"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ([64], "must be [width, height], got list [64]"),
+    ([True, 64], "must be [width, height] with whole numbers that are multiples of 8, got list [True, 64]"),
+    ([64.0, 64], "must be [width, height] with whole numbers that are multiples of 8, got list [64.0, 64]"),
+])
+def test_a_bad_resolution_is_told_with_its_value(value, message):
+    assert problems_of({"generation": {"resolution": value}}) == [f"generation.resolution: {message}"]
+
+
+def test_the_resolution_bounds_are_64_and_4096_inclusive():
+    assert parse_config({"generation": {"resolution": [64, 4096]}}).generation.resolution == (64, 4096)
+    problem, = problems_of({"generation": {"resolution": [4104, 64]}})
+    assert problem == "generation.resolution: must be between 64 and 4096, got 4104"
+
+
+def test_the_integer_checker_carries_its_range():
+    from backend.config_checks import integer
+
+    assert integer(3, 9).range == (3, 9)
+
+
+@pytest.mark.parametrize("value, shown", [({"image": True}, "dict {'image': True}"),
+                                          ({"image": [1]}, "dict {'image': [1]}")])
+def test_node_ids_must_map_roles_to_node_ids(value, shown):
+    assert problems_of({"comfyui": {"node_ids": value}}) == [
+        f'comfyui.node_ids: must be a mapping of role: node id, e.g. {{image: "12"}}, got {shown}']
+
+
+def test_a_bad_prompt_item_is_told_with_its_value():
+    problem, = problems_of({"keyframes": {"prompts": ["a hill", 7]}})
+    assert problem == "keyframes.prompts: item 1 must be a text or {prompt: text, negative: text}, got 7"
+
+
+def test_a_workflow_must_be_builtin_with_a_name_or_a_path():
+    assert parse_config({"comfyui": {"workflow": "builtin:x"}}).comfyui.workflow == "builtin:x"
+    assert problems_of({"comfyui": {"workflow": 5}}) == [
+        "comfyui.workflow: must be builtin:<name> or a workflow .json path, got 5"]
+
+
+@pytest.mark.parametrize("name", ["m.pt", "m.PTH", "m.ckpt", "m.bin", "m.safetensors", "d\\m", "./m"])
+def test_a_model_source_that_names_a_file_is_a_path_resolved_against_the_config(name, tmp_path):
+    import os.path
+
+    source = parse_config({"vae": {"source": name}}, base_dir=tmp_path).vae.source
+    assert source == os.path.normpath(tmp_path / name)
+
+
+def test_a_model_source_under_home_is_expanded_and_a_hub_id_is_kept():
+    import os.path
+
+    assert parse_config({"vae": {"source": "~/m"}}).vae.source == os.path.normpath(Path("~/m").expanduser())
+    assert parse_config({"vae": {"source": "stabilityai/sd-vae-ft-mse"}}).vae.source == "stabilityai/sd-vae-ft-mse"
+
+
+def test_show_cuts_a_value_longer_than_sixty_characters():
+    from backend.config_checks import one_line, show
+
+    assert show("x" * 58) == repr("x" * 58) and len(repr("x" * 58)) == 60
+    assert show("x" * 59) == repr("x" * 59)[:57] + "..."
+    assert one_line("a" * 300) == "a" * 300 and one_line("a" * 301) == "a" * 297 + "..."
+
+
+def test_the_watcher_polls_at_most_once_per_interval_after_a_poll(tmp_path):
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
+    clock.now += 0.5
+    assert watcher.poll() is None            # polled now: the next look is 0.5 s later
+    write(path, "display: {fps: 11}\n")
+    clock.now += 0.4
+    assert watcher.poll() is None
+    clock.now += 0.1
+    assert watcher.poll().display.fps == 11.0 and watcher.current.display.fps == 11.0
+
+
+def test_the_watcher_reports_each_absence_again_after_the_file_came_back(tmp_path, caplog):
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
+    saved = path.read_bytes()
+    for _ in range(2):
+        path.unlink()
+        clock.now += 1
+        with caplog.at_level(logging.WARNING, logger="backend.config"):
+            assert watcher.poll() is None
+            clock.now += 2
+            assert watcher.poll() is None
+        assert watcher.problem == "c.yaml was deleted or moved; the running settings are kept until it is saved again"
+        assert f"config {path} was deleted or moved; the running config is kept" in caplog.messages
+        caplog.clear()
+        path.write_bytes(saved)
+        os.utime(path, ns=(watcher._stamp[0], watcher._stamp[0]))   # put back exactly as it was
+        clock.now += 1
+        assert watcher.poll() is None and watcher.problem == ""
+
+
+def test_the_watcher_logs_every_live_key_and_every_problem_of_a_bad_edit(tmp_path, caplog):
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
+    write(path, "display: {fps: 12, history_keep: 5}\n")
+    clock.now += 1
+    with caplog.at_level(logging.INFO, logger="backend.config"):
+        assert watcher.poll() is not None
+    assert "config reloaded: display.fps, display.history_keep" in caplog.messages
+    write(path, "display: {fps: -1, history_keep: -1}\n")
+    clock.now += 1
+    with caplog.at_level(logging.WARNING, logger="backend.config"):
+        assert watcher.poll() is None
+    assert watcher.problem.count("; ") == 1 and watcher.problem.startswith("display.fps: ")
+    assert f"invalid config {path} (2 problems)" in caplog.text
