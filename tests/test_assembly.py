@@ -4,6 +4,7 @@ the log, never a switch) and warns when that URL is plain http to another machin
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from pathlib import Path
 
@@ -63,6 +64,10 @@ def test_a_configured_comfyui_down_at_start_is_waited_for_even_when_another_serv
     hint = [w for w in warnings_of(caplog) if "keeps waiting" in w]
     assert hint and configured in hint[0] and "set comfyui.url" in hint[0]   # found server: only suggested
     assert f"Reverie keeps waiting for {configured} (set comfyui.url: http://127.0.0.1:" in hint[0]
+    found = re.fullmatch(rf"no ComfyUI at {re.escape(configured)} yet, but one answers at (http://127\.0\.0\.1:\d+); "
+                         rf"Reverie keeps waiting for {re.escape(configured)} \(set comfyui\.url: (\S+) to use the "
+                         r"other one\)", hint[0])
+    assert found and found.group(1) == found.group(2)
     assert f"ComfyUI is not reachable at {configured}; waiting for it (the picture stays up)" in warnings_of(caplog)
 
 
@@ -654,3 +659,28 @@ def test_one_sentence_trims_only_the_summarys_trailing_punctuation():
 
     assert _one_sentence(WorkflowRejected("unknown sampler X")) == "unknown sampler X."
     assert _one_sentence(WorkflowRejected("refused: ", ["a", "b"])) == "refused: a; b."
+
+
+def test_the_start_looks_for_another_comfyui_on_the_likely_ports_only(tmp_path, caplog):
+    configured = f"http://127.0.0.1:{_free_port(9100, 9200)}"
+    with FakeComfyUI(root=tmp_path / "server", port=_free_port(8500, 8600)):   # a Desktop port, not a likely one
+        with caplog.at_level(logging.WARNING):
+            source, _client = build_source(comfy_config(tmp_path, configured))
+        source.close()
+    assert not [w for w in warnings_of(caplog) if "keeps waiting" in w and ":85" in w]
+
+
+def test_build_encoder_passes_the_workflows_vaeloader_file_to_the_loader(tmp_path, monkeypatch):
+    import json
+
+    from backend.assembly import build_encoder
+    from backend.interpolation.latent_encoder import LatentEncoder
+
+    graph = json.loads((Path(__file__).resolve().parent.parent / "backend/comfyui/workflows/img2img_sd15.json").read_text())
+    graph["99"] = {"class_type": "VAELoader", "inputs": {"vae_name": "vae-ft-mse-840000.safetensors"}}
+    (tmp_path / "wf.json").write_text(json.dumps(graph))
+    calls = []
+    monkeypatch.setattr(LatentEncoder, "load", classmethod(lambda cls, **kwargs: calls.append(kwargs)))
+    build_encoder(parse_config({"comfyui": {"workflow": "wf.json"}}, base_dir=tmp_path))
+    assert [(c["checkpoint"], c["vae_file"]) for c in calls] == [
+        ("v1-5-pruned-emaonly.safetensors", "vae-ft-mse-840000.safetensors")]
