@@ -1078,3 +1078,22 @@ def test_the_watcher_logs_every_live_key_and_every_problem_of_a_bad_edit(tmp_pat
         assert watcher.poll() is None
     assert watcher.problem.count("; ") == 1 and watcher.problem.startswith("display.fps: ")
     assert f"invalid config {path} (2 problems)" in caplog.text
+
+
+def test_a_path_the_os_refuses_is_told_with_the_oss_reason_not_the_exception():
+    import re
+
+    for value in ("n" * 300, "~nosuchuser_reverie/x.png"):
+        problem, = problems_of({"keyframes": {"start_image": value}})
+        reason = re.fullmatch(r"keyframes\.start_image: cannot use this path \((.+)\); give a shorter or "
+                              r"accessible path", problem)
+        assert reason and not reason.group(1).startswith("[Errno") and reason.group(1) != "None"
+        assert "n" * 50 not in problem
+
+
+def test_replacing_the_url_list_of_a_comfyui_section_replaces_every_server():
+    comfy = parse_config({"comfyui": {"url": ["http://127.0.0.1:1", "http://127.0.0.1:2"]}}).comfyui
+    again = dataclasses.replace(comfy, url=["http://127.0.0.1:1", "http://127.0.0.1:3"])
+    assert (again.url, again.urls) == ("http://127.0.0.1:1", ("http://127.0.0.1:1", "http://127.0.0.1:3"))
+    kept = dataclasses.replace(comfy, request_timeout=2.0)
+    assert kept.urls == comfy.urls and kept.url == "http://127.0.0.1:1"
