@@ -415,6 +415,8 @@ def test_watcher_keeps_the_running_config_when_reading_an_edit_fails_unexpectedl
     with caplog.at_level(logging.ERROR):
         assert watcher.poll() is None
     assert "running config is kept" in caplog.text and watcher.current.display.fps == 10.0
+    assert "config edit ignored after an unexpected error; the running config is kept" in caplog.messages
+    assert watcher.problem == "an unexpected error while reading it (see the log)"
 
 
 def test_sampler_settings_edited_while_running_are_reported_as_needing_a_restart(tmp_path, caplog):
@@ -1076,7 +1078,8 @@ def test_the_watcher_logs_every_live_key_and_every_problem_of_a_bad_edit(tmp_pat
     clock.now += 1
     with caplog.at_level(logging.WARNING, logger="backend.config"):
         assert watcher.poll() is None
-    assert watcher.problem.count("; ") == 1 and watcher.problem.startswith("display.fps: ")
+    expected = problems_of({"display": {"fps": -1, "history_keep": -1}})
+    assert len(expected) == 2 and watcher.problem == "; ".join(expected)
     assert f"invalid config {path} (2 problems)" in caplog.text
 
 
@@ -1097,3 +1100,44 @@ def test_replacing_the_url_list_of_a_comfyui_section_replaces_every_server():
     assert (again.url, again.urls) == ("http://127.0.0.1:1", ("http://127.0.0.1:1", "http://127.0.0.1:3"))
     kept = dataclasses.replace(comfy, request_timeout=2.0)
     assert kept.urls == comfy.urls and kept.url == "http://127.0.0.1:1"
+
+
+def test_command_line_paths_the_os_refuses_are_not_taken_as_existing():
+    config = parse_config({})
+    error = config_error(with_overrides, config, vae="n" * 300, source="n" * 300)
+    assert [p.split(":")[0] for p in error.problems] == ["--source", "--vae"]
+
+
+def test_a_duplicate_key_is_found_past_an_unhashable_one():
+    error = config_error(parse_config_text, "{[1]: a, b: 1, b: 2}\n")
+    assert error.problems == ["YAML syntax error at line 1, column 16: while constructing a mapping found "
+                              "duplicate key 'b'"]
+
+
+def test_a_bad_comfyui_url_is_told_with_its_value_and_a_good_one_loses_only_its_slash():
+    assert problems_of({"comfyui": {"url": "ftp://x"}}) == [
+        "comfyui.url: must be an http:// or https:// URL such as http://127.0.0.1:8188, got 'ftp://x'"]
+    assert problems_of({"comfyui": {"url": ["http://a", 5]}}) == [
+        "comfyui.url: item 1 must be an http:// or https:// URL such as http://127.0.0.1:8188, got 5"]
+    assert parse_config({"comfyui": {"url": " http://BOXX/ "}}).comfyui.url == "http://BOXX"
+
+
+def test_the_watcher_waits_while_the_config_path_cannot_be_read(tmp_path, caplog):
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
+    path.unlink()
+    path.mkdir()   # stat works, reading fails (as when an editor holds the file on Windows)
+    clock.now += 1
+    with caplog.at_level(logging.DEBUG, logger="backend.config"):
+        assert watcher.poll() is None
+    said = [m for m in caplog.messages if "cannot read it yet" in m]
+    assert len(said) == 1 and said[0].startswith(f"config {path}: cannot read it yet (") and "Errno" in said[0]
+
+
+def test_a_non_utf8_edit_is_reported_against_the_config_file(tmp_path, caplog):
+    path, clock, watcher = watched(tmp_path, "display: {fps: 10}\n")
+    path.write_bytes(b"display: {fps: \xff}\n")
+    os.utime(path, ns=(watcher._stamp[0] + 10**9, watcher._stamp[0] + 10**9))
+    clock.now += 1
+    with caplog.at_level(logging.WARNING, logger="backend.config"):
+        assert watcher.poll() is None
+    assert f"invalid config {path} (1 problem)" in caplog.text and watcher.problem.startswith("line 1: not UTF-8")
