@@ -121,6 +121,18 @@ class ControlFile:
         self._missing_logged = False
         self._bad: frozenset[str] = frozenset()        # commands whose values were garbage on the last read
 
+    def baseline(self) -> None:
+        """Take the counts as the file holds them now, even when it was written a moment ago.
+
+        poll() reads only a file that has rested `settle` s; a daemon that starts right after
+        the skin wrote would otherwise take its baseline from a later read, and the clicks made
+        in between (while the VAE loads) would become that baseline instead of commands."""
+        settle, self.settle = self.settle, 0.0
+        try:
+            self.poll()
+        finally:
+            self.settle = settle
+
     def poll(self) -> list[str]:
         """New commands since the last poll, oldest first, among COMMANDS; [] when nothing new.
 

@@ -70,7 +70,7 @@ class Daemon:
         control_path = locate_control_file(config.control.file)
         self.control = ControlFile(control_path) if control_path else None
         if self.control is not None:
-            self.control.poll()  # the baseline: clicks made while the VAE loads are applied, not swallowed
+            self.control.baseline()  # clicks made while the VAE loads are applied, not swallowed
         display = config.display
         self.status_writer = StatusWriter(display.output_dir)
         self.screen = Screen(FrameWriter(display.output_dir, png_compression=display.png_compression,

@@ -58,6 +58,16 @@ def test_first_poll_is_a_baseline_that_applies_nothing(control_ini: Path) -> Non
     assert settled_poll(ControlFile(control_ini, settle=SETTLE)) == []
 
 
+def test_a_baseline_taken_right_after_a_write_keeps_the_next_click(control_ini: Path) -> None:
+    # The daemon starts a moment after the skin wrote the file: the baseline must be that file,
+    # not the first settled read, which would already hold the click made meanwhile.
+    control = ControlFile(control_ini, settle=30.0)  # nothing written here rests that long
+    control.baseline()
+    control.settle = SETTLE
+    Skin(control_ini).click("quit")
+    assert settled_poll(control) == ["quit"]
+
+
 def test_a_click_is_returned_once(control_ini: Path) -> None:
     control, skin = ControlFile(control_ini, settle=SETTLE), Skin(control_ini)
     settled_poll(control)
