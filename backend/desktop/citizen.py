@@ -40,6 +40,9 @@ class Citizen:
         self.recorder: Recorder | None = None
         self._url = config.comfyui.url
         self._lock = threading.Lock()
+        # Set by close(): the threads below end with this daemon, also when it stops without a stop
+        # request (--max-frames, an error) or runs in-process beside others, as in the tests.
+        self._done = threading.Event()
 
     def start(self, config: Config, client: Any, busy: Callable[[], bool]) -> None:
         """Once the parts are built: the rules' thread, the health watch, the recorder."""
@@ -47,7 +50,7 @@ class Citizen:
         threading.Thread(target=self._check_rules, name="pause-rules", daemon=True).start()
         if callable(getattr(client, "system_stats", None)):
             self.watch = ComfyWatch(client, self._url, self.health_settings, wall=self.wall)
-            self.watch.start(self.stop)
+            self.watch.start(self._done)
         display = config.display
         if display.record:
             from backend.render.recorder import Recorder
@@ -85,6 +88,7 @@ class Citizen:
         return self.watch.health.warning if self.watch is not None else ""
 
     def close(self) -> None:
+        self._done.set()
         if self.recorder is not None:
             self.recorder.close()
             if self.recorder.dropped:
@@ -94,6 +98,6 @@ class Citizen:
             self.watch.close()
 
     def _check_rules(self) -> None:
-        while not self.stop.wait(self.rules.settings.check_every):
+        while not self._done.wait(self.rules.settings.check_every) and not self.stop.is_set():
             with self._lock:
                 self.rules.sync(self.set_paused)
