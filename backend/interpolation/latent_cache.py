@@ -55,7 +55,7 @@ class LatentCache:
             if entry.keyframe is keyframe:
                 return entry
         entry = _Entry(keyframe)
-        self._entries = [*self._entries[-(self.keep - 1):], entry]
+        self._entries = [*self._entries, entry][-self.keep:]
         return entry
 
     def latent(self, keyframe: Keyframe) -> torch.Tensor:

@@ -70,6 +70,14 @@ def test_keep_sets_how_many_keyframes_stay_cached():
     assert len(enc.encoded_sizes) == 4
 
 
+def test_keep_one_caches_only_the_newest_keyframe():
+    c, enc, _ = cache(keep=1)
+    k0, k1 = keyframes(2)
+    c.pixels(k0)
+    c.pixels(k1)
+    assert c.has_pixels(k1) and not c.has_pixels(k0)
+
+
 def test_keyframes_are_told_apart_by_identity_so_a_repeated_picture_is_its_own_keyframe():
     c, enc, _ = cache()
     image = fitted(0)
