@@ -2,8 +2,9 @@
 
 Works in the model's own ranges (raw latents; pixels [0, 1] for the tiny kind, [-1, 1] for kl);
 ``latent_encoder`` owns the conversions around it. Inputs ``[B, *, H, W]`` on any device; outputs
-float32 on ``device``, processed ``max_batch`` samples at a time. Out of GPU memory, a batch is
-retried one sample at a time (kl: in tiles); ``VaeOutOfMemoryError`` means even that failed.
+float32 on ``device``, processed ``max_batch`` samples at a time. Out of GPU memory, the batch is
+halved until it fits, down to one sample, and a sample that does not fit alone is retried in tiles
+(kl); ``VaeOutOfMemoryError`` means even that failed.
 """
 
 from __future__ import annotations
@@ -162,14 +163,33 @@ class ModelRunner:
         outs = []
         with torch.inference_mode():
             for chunk in x.split(self.max_batch):
-                try:
-                    outs.append(self._run_chunk(chunk, encode))
-                    continue
-                except OUT_OF_MEMORY:
-                    pass  # retried outside the except block, whose traceback would keep the tensors alive
-                outs.append(self._run_low_memory(chunk, encode, pixel_count))
+                outs.extend(self._run_fitting(chunk, encode, pixel_count))
         # Concatenated outside inference_mode: callers get ordinary tensors they may modify in place.
         return torch.cat(outs).contiguous()
+
+    def _run_fitting(self, chunk: Tensor, encode: bool, pixel_count: int) -> list[Tensor]:
+        """``chunk`` in parts that fit: out of GPU memory, the part size is halved (and stays halved
+        for the rest of this call) down to one frame, then ``_run_low_memory`` (kl: tiles)."""
+        outs: list[Tensor] = []
+        size, start = len(chunk), 0
+        while start < len(chunk):
+            part = chunk[start:start + size]
+            try:
+                outs.append(self._run_chunk(part, encode))
+                start += len(part)
+                continue
+            except OUT_OF_MEMORY:
+                pass  # retried outside the except block, whose traceback would keep the tensors alive
+            torch.cuda.empty_cache()  # a no-op unless CUDA was initialised
+            if size == 1:
+                outs.append(self._run_low_memory(part, encode, pixel_count))
+                start += 1
+                continue
+            if not self._warned_memory:
+                log.warning("VAE %s ran out of GPU memory at batch %d; halving the batch",
+                            "encode" if encode else "decode", size)
+            size = (size + 1) // 2
+        return outs
 
     def _run_chunk(self, chunk: Tensor, encode: bool) -> Tensor:
         out = self._forward(self._prepare(chunk), encode)

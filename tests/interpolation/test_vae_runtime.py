@@ -96,7 +96,7 @@ def fail_batches_over(module, limit, failures):
     return seen
 
 
-def test_out_of_memory_in_a_tiny_decode_is_retried_one_frame_at_a_time(taesd_dir, monkeypatch, caplog):
+def test_out_of_memory_in_a_tiny_decode_is_retried_at_half_the_batch(taesd_dir, monkeypatch, caplog):
     from backend.interpolation.latent_encoder import LatentEncoder
 
     emptied = []
@@ -108,10 +108,26 @@ def test_out_of_memory_in_a_tiny_decode_is_retried_one_frame_at_a_time(taesd_dir
     with caplog.at_level("WARNING"):
         frames = encoder.decode_to_uint8(latents)
     assert (frames == expected).all() and emptied
-    assert [s[0] for s in seen] == [3, 1, 1, 1] and "out of GPU memory" in caplog.text
+    assert [s[0] for s in seen] == [3, 2, 1] and "halving the batch" in caplog.text
     seen.clear()
     encoder.decode_to_uint8(latents)  # memory may be back: the next call tries the whole batch again
     assert [s[0] for s in seen] == [3]
+
+
+def test_the_batch_is_halved_until_it_fits_and_stays_halved_for_the_rest_of_the_call(taesd_dir):
+    from backend.interpolation.latent_encoder import LatentEncoder
+
+    encoder = LatentEncoder.load("tiny", source=str(taesd_dir), max_batch=8)
+    latents = torch.randn(5, 32, 4, 4, generator=torch.Generator().manual_seed(3))
+    expected = encoder.decode_to_uint8(latents)
+    seen = fail_batches_over(encoder.runner.model.decoder, limit=2, failures=[1])
+    frames = encoder.decode_to_uint8(latents)
+    assert (frames == expected).all()
+    assert [s[0] for s in seen] == [5, 3, 2]  # 5 fails; halves of 3 then 2 fit (no failures left)
+    seen.clear()
+    fail_batches_over(encoder.runner.model.decoder, limit=1, failures=[2])
+    encoder.decode_to_uint8(latents)
+    assert [s[0] for s in seen] == [5, 3, 2, 2, 1]  # 5 and 3 fail: parts of 2 fit, kept for the rest
 
 
 def test_out_of_memory_in_a_tiny_encode_is_retried_one_frame_at_a_time(taesd_dir):
@@ -124,18 +140,21 @@ def test_out_of_memory_in_a_tiny_encode_is_retried_one_frame_at_a_time(taesd_dir
     torch.testing.assert_close(encoder.encode_pixels(pixels), expected)
 
 
-def test_out_of_memory_in_a_kl_decode_is_retried_per_frame_in_smaller_tiles(tiny_kl):
+def test_a_kl_frame_that_does_not_fit_alone_is_decoded_in_smaller_tiles(tiny_kl):
     from backend.interpolation.latent_encoder import LatentEncoder
 
     encoder = LatentEncoder.load("kl", source=str(tiny_kl[1]), tile_size=32)
     tiled = LatentEncoder.load("kl", source=str(tiny_kl[1]), tile_threshold=0, tile_size=16, max_batch=1)
     latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(2))  # 32x32 pixels: untiled
-    seen = fail_batches_over(encoder.runner.model.decoder, limit=1, failures=[1])
+    whole = encoder.decode_to_uint8(latents)
+    seen = fail_batches_over(encoder.runner.model.decoder, limit=0, failures=[2])
     frames = encoder.decode_to_uint8(latents)
-    # 16-pixel tiles are 8x8 latents at this model's 2x downscale: 3x3 overlapping tiles per frame.
-    assert seen[0] == (2, 4, 16, 16) and len(seen[1:]) == 18
-    assert all(s[0] == 1 and max(s[-2:]) <= 8 for s in seen[1:]) and seen[1] == (1, 4, 8, 8)
-    assert abs(frames.astype(int) - tiled.decode_to_uint8(latents).astype(int)).max() <= 1
+    # The batch of 2 fails, then frame 0 alone: it is decoded in 16-pixel tiles (8x8 latents at this
+    # model's 2x downscale, 3x3 overlapping tiles); frame 1 then fits whole (no failures left).
+    assert seen[:2] == [(2, 4, 16, 16), (1, 4, 16, 16)] and len(seen) == 2 + 9 + 1
+    assert all(s[0] == 1 and max(s[-2:]) <= 8 for s in seen[2:11]) and seen[-1] == (1, 4, 16, 16)
+    assert abs(frames[0].astype(int) - tiled.decode_to_uint8(latents)[0].astype(int)).max() <= 1
+    assert abs(frames[1].astype(int) - whole[1].astype(int)).max() <= 1  # whole, not tiled (batch numerics)
     assert not encoder.runner.model.use_tiling  # back to whole frames below the threshold
 
 
