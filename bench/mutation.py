@@ -38,7 +38,7 @@ TARGETS = {
                   "tests/interpolation/test_latent_cache.py", "tests/test_pacing.py",
                   "tests/test_pacing_mutants.py", "tests/test_daemon.py"]),
     # config_schema.py (the declarations' helpers) was split out of config.py after the BEFORE run.
-    "config": (["backend/config.py", "backend/config_checks.py", "backend/config_schema.py"], ["tests/test_config.py"]),
+    "config": (["backend/config.py", "backend/config_checks.py", "backend/config_schema.py"], ["tests/test_config.py", "tests/test_config_schema.py"]),
     "assembly": (["backend/assembly.py"], ["tests/test_assembly.py"]),
 }
 COPIED = ["backend", "tests", "pyproject.toml", "config.yaml"]
