@@ -197,6 +197,10 @@ def check_vae(report: Report, config: Config) -> None:
             _line("    ", line)
         return
     report.ok(f"VAE {encoder.kind} ({encoder.family}) from {encoder.source} on {encoder.device}")
+    memory = encoder.memory()
+    if memory:
+        report.ok(f"GPU memory: the VAE's weights take {memory['vae_weights_mib']:.0f} MiB, "
+                  f"{memory['gpu_free_mib']:.0f} MiB of the GPU are free now")
 
 
 def run_checks(config: Config, config_path: Path) -> int:

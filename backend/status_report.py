@@ -90,6 +90,9 @@ class StatusReport:
         status = new_status(**fields)
         # Fields status.py does not declare yet go in as extra keys (it writes those after its own).
         status.update(daemon.citizen.fields(), **({"resuming": True} if resuming else {}))
+        memory = getattr(daemon.encoder, "memory", None)  # on CUDA: Reverie's own VRAM and what is free
+        if memory is not None:
+            status.update(memory())
         try:
             daemon.status_writer.write(status)
         except AtomicWriteError as exc:

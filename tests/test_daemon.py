@@ -41,6 +41,9 @@ class Encoder(PoolEncoder):
     def free_cache(self) -> None:
         pass
 
+    def memory(self) -> dict[str, float]:
+        return {"vae_weights_mib": 94.0, "vae_peak_mib": 412.5, "gpu_free_mib": 2048.0}  # as on a GPU
+
 
 def picture(number: int) -> Image.Image:
     return Image.fromarray(np.random.default_rng(number).integers(0, 256, (64, 64, 3), dtype=np.uint8))
@@ -302,6 +305,14 @@ def test_the_dream_observes_each_keyframe_latent_as_numpy_and_its_fields_reach_t
     assert [seed for seed, _, _ in dream.observed][:3] == [0, 1, 2]
     assert {(shape, dtype) for _, shape, dtype in dream.observed} == {((4, 8, 8), np.dtype(np.float32))}
     assert run.status()["quality"] == {"novelty": 0.5}
+
+
+def test_the_status_carries_the_vaes_gpu_memory_budget(tmp_path):
+    run = Run(tmp_path).start(max_frames=3)
+    run.thread.join(20)
+    assert run.result == 0
+    status = run.status()
+    assert (status["vae_weights_mib"], status["vae_peak_mib"], status["gpu_free_mib"]) == (94.0, 412.5, 2048.0)
 
 
 def test_a_dream_that_fails_to_observe_does_not_stop_the_show(tmp_path, caplog):

@@ -178,3 +178,22 @@ def test_check_with_the_first_server_down_checks_the_workflows_on_the_spare_that
     assert report.failed == 0, out
     assert f"[warn] ComfyUI is not reachable at {down}; Reverie starts on the next server" in out
     assert f"answers at {server.url}" in out and "ComfyUI accepts the workflows" in out
+
+
+def test_check_reports_the_vaes_gpu_memory_and_the_free_vram_on_cuda(capsys, monkeypatch):
+    import backend.assembly
+    from backend.config import parse_config
+    from backend.doctor import check_vae
+
+    class OnAGpu:
+        kind, family, source, device = "kl", "sd1", "sd-vae-ft-mse", "cuda:0"
+
+        def memory(self) -> dict:
+            return {"vae_weights_mib": 159.6, "vae_peak_mib": 700.0, "gpu_free_mib": 5120.4}
+
+    monkeypatch.setattr(backend.assembly, "build_encoder", lambda config: OnAGpu())
+    report = Report()
+    check_vae(report, parse_config({}))
+    out = capsys.readouterr().out
+    assert report.failed == 0
+    assert "GPU memory: the VAE's weights take 160 MiB, 5120 MiB of the GPU are free now" in out

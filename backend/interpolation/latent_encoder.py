@@ -192,6 +192,10 @@ class LatentEncoder:
         """Free accelerator memory (pause); the next encode/decode moves the model back."""
         self.runner.release()
 
+    def memory(self) -> dict[str, float]:
+        """The GPU memory budget (see ModelRunner.memory): {} on a CPU."""
+        return self.runner.memory()
+
     def free_cache(self) -> None:
         """Return cached accelerator memory (after an out-of-memory error); the model stays placed."""
         self.runner.free_cache()

@@ -103,6 +103,17 @@ class ModelRunner:
         self.model.to(device=self.device, memory_format=torch.channels_last)
         self._placed = True
 
+    def memory(self) -> dict[str, float]:
+        """On CUDA, the GPU memory budget in MiB: the VAE's weights, the most this process has held
+        (weights plus the largest batch so far) and what the GPU has free now; {} on a CPU."""
+        if self.device.type != "cuda":
+            return {}
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters()) if self._placed else 0
+        free, _total = torch.cuda.mem_get_info(self.device)
+        return {"vae_weights_mib": round(weights / 2**20, 1),
+                "vae_peak_mib": round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1),
+                "gpu_free_mib": round(free / 2**20, 1)}
+
     def free_cache(self) -> None:
         """Give the accelerator memory torch keeps cached (after a failed call) back; weights stay."""
         if self.device.type == "cuda":

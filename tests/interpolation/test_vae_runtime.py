@@ -223,3 +223,18 @@ def test_out_of_memory_halfway_through_the_float32_cast_of_the_nan_retry_is_reco
     assert failed and encoder.dtype == torch.float32 and frames.shape == (1, 16, 16, 3)
     assert all(p.dtype == torch.float32 for p in vae.parameters())
     assert torch.equal(vae.decoder.conv_out.weight, model.decoder.conv_out.weight)  # the original weights
+
+
+def test_the_gpu_memory_budget_is_reported_on_cuda_and_nothing_on_a_cpu(taesd_dir, monkeypatch):
+    from backend.interpolation.latent_encoder import LatentEncoder
+
+    encoder = LatentEncoder.load("tiny", source=str(taesd_dir))
+    assert encoder.memory() == {}  # a CPU has no budget to report
+    weights = sum(p.numel() * p.element_size() for p in encoder.runner.model.parameters())
+    monkeypatch.setattr(encoder.runner, "device", torch.device("cuda", 0))  # as if it ran on a GPU
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 * 2**30, 8 * 2**30))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 600 * 2**20)
+    assert encoder.memory() == {"vae_weights_mib": round(weights / 2**20, 1), "vae_peak_mib": 600.0,
+                                "gpu_free_mib": 3072.0}
+    encoder.runner._placed = False  # released for a pause: its weights are on the CPU, not the GPU
+    assert encoder.memory()["vae_weights_mib"] == 0
