@@ -4,7 +4,8 @@
 
 Runs, in one process and against one fake ComfyUI whose keyframes take `latency` s each:
 fixed N, fixed N with display.record on (MP4 segments encoded on the recorder's thread; its
-wall/bound should match the row without), auto N, auto N with the latency tripled at frame 50,
+wall/bound should match the row without), fixed N with the dream on (metrics and grounding on
+every keyframe, as main.py builds it; likewise), auto N, auto N with the latency tripled at frame 50,
 the VAE schedule showing raw keyframes in the slot, and the seed guide's sequential loop (a keyframe generated synchronously
 at every keyframe slot plus a second one, the interpolation target, at position 1). Prints the
 wall time for `frames` frames against its lower bound, stalls, frame intervals against 1/fps,
@@ -159,11 +160,18 @@ def make_config(out: Path, url: str, args, **hybrid_display):
     return parse_config(data)
 
 
-def run_daemon(name, config, frames, jobs: JobLog, on_frame=None) -> Run:
+def run_daemon(name, config, frames, jobs: JobLog, on_frame=None, dream: bool = False) -> Run:
+    """One scenario through the real daemon; with `dream`, built as main.py builds it (the dream's
+    metrics, grounding and anchor walk on every keyframe, quality.csv written)."""
     record = Run(name)
     first = len(jobs.jobs)
     path = config.display.output_dir / "config.yaml"
-    BenchDaemon(config, path, Shutdown(), run=record, on_frame=on_frame).run(frames)
+    seams = {}
+    if dream:
+        from backend.parts import Assembly
+        assembly = Assembly(config)
+        seams = {"dream": assembly.dream, "build": assembly}
+    BenchDaemon(config, path, Shutdown(), run=record, on_frame=on_frame, **seams).run(frames)
     mine = jobs.jobs[first:]
     record.latencies = [latency for _, latency in mine]
     if mine:  # the worker starts K_0 just before the play loop: the wall time includes all of it
@@ -325,6 +333,7 @@ def main() -> None:
         scenarios = [
             ("fixed N", {}, None),
             ("fixed N, recording on", {"record": True}, None),
+            ("fixed N, dream on", {"dream": True}, None),
             ("auto N", {"interpolation_frames": "auto"}, None),
             ("auto N, L x3 at frame 50", {"interpolation_frames": "auto"}, 3.0),
             ("fixed N, raw keyframe slot", {"show_raw_keyframes": True}, None),
@@ -340,8 +349,10 @@ def main() -> None:
                 if factor is not None and count == 50:
                     fake.latency = factor * args.latency
 
+            hybrid = dict(hybrid)
+            dream = hybrid.pop("dream", False)
             config = make_config(args.out / name.replace(" ", "_").replace(",", ""), fake.url, args, **hybrid)
-            record = run_daemon(name, config, args.frames, jobs, on_frame)
+            record = run_daemon(name, config, args.frames, jobs, on_frame, dream=dream)
             row = summarize(record, args)
             row["decode"] = (timed.decode - costs[0]) / max(1, timed.decoded - costs[1]) * 1e3
             rows.append(row)
