@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from backend.daemon import Daemon
 
 log = logging.getLogger(__name__)
+
+MEMORY_EVERY = 5.0  # seconds between two looks at the GPU memory budget
 # "resuming" is said where status.py knows the state; until then the state stays buffering/live
 # and the `resuming` field alone says it.
 RESUMING = "resuming" if "resuming" in STATES else ""
@@ -41,6 +43,8 @@ class StatusReport:
         self.started = daemon.clock()
         self.status_ms = 0.0     # cost of the last status write
         self.status_at = 0.0     # clock time of the last status write
+        self._memory: dict = {}   # the VAE's GPU memory fields, asked for at most every MEMORY_EVERY s
+        self._memory_at: float | None = None
 
     def comfyui(self) -> str:
         daemon = self.daemon
@@ -90,15 +94,23 @@ class StatusReport:
         status = new_status(**fields)
         # Fields status.py does not declare yet go in as extra keys (it writes those after its own).
         status.update(daemon.citizen.fields(), **({"resuming": True} if resuming else {}))
-        memory = getattr(daemon.encoder, "memory", None)  # on CUDA: Reverie's own VRAM and what is free
-        if memory is not None:
-            status.update(memory())
+        status.update(self.memory())
         try:
             daemon.status_writer.write(status)
         except AtomicWriteError as exc:
             log.warning("status not written: %s", exc)
         self.status_ms = (time.perf_counter() - started) * 1e3
         self.status_at = daemon.clock()
+
+    def memory(self) -> dict:
+        """On CUDA, Reverie's own VRAM and what is free: asked of the GPU every MEMORY_EVERY s, not at
+        every frame's status write (it walks the VAE's parameters and queries the driver)."""
+        daemon = self.daemon
+        ask = getattr(daemon.encoder, "memory", None)
+        now = daemon.clock()
+        if ask is not None and (self._memory_at is None or now - self._memory_at >= MEMORY_EVERY):
+            self._memory, self._memory_at = ask(), now
+        return self._memory
 
     def log_pacing(self) -> None:
         """Every 30 s: the fps cap and what it comes from, the keyframe latency, the stalls."""

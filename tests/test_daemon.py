@@ -41,7 +41,10 @@ class Encoder(PoolEncoder):
     def free_cache(self) -> None:
         pass
 
+    asked = 0  # memory() calls, over all instances
+
     def memory(self) -> dict[str, float]:
+        Encoder.asked += 1
         return {"vae_weights_mib": 94.0, "vae_peak_mib": 412.5, "gpu_free_mib": 2048.0}  # as on a GPU
 
 
@@ -307,12 +310,14 @@ def test_the_dream_observes_each_keyframe_latent_as_numpy_and_its_fields_reach_t
     assert run.status()["quality"] == {"novelty": 0.5}
 
 
-def test_the_status_carries_the_vaes_gpu_memory_budget(tmp_path):
-    run = Run(tmp_path).start(max_frames=3)
+def test_the_status_carries_the_vaes_gpu_memory_budget_asked_for_once_per_five_seconds(tmp_path):
+    Encoder.asked = 0
+    run = Run(tmp_path).start(max_frames=3)  # 0.3 s on the fake clock, a status write per frame
     run.thread.join(20)
     assert run.result == 0
     status = run.status()
     assert (status["vae_weights_mib"], status["vae_peak_mib"], status["gpu_free_mib"]) == (94.0, 412.5, 2048.0)
+    assert Encoder.asked == 1  # not at every frame's status write
 
 
 def test_a_dream_that_fails_to_observe_does_not_stop_the_show(tmp_path, caplog):
