@@ -34,12 +34,10 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.dream.detail import ground_detail  # noqa: E402
 from backend.dream.dream import Dream  # noqa: E402
-from backend.dream.metrics import measure  # noqa: E402
-from backend.dream.palette import PaletteTarget, ground  # noqa: E402
 from backend.dream.settings import DreamSettings  # noqa: E402
 from backend.frames import Keyframe  # noqa: E402
+from dream_cost import cost_at_512, describe_cost  # noqa: E402  (bench/dream_cost.py)
 
 SHARED_TAESD = REPO.parent / "shared" / "models" / "taesd"
 OUT = REPO / "bench" / "out"
@@ -137,23 +135,6 @@ def loop(dream: Dream, make, count: int, encode) -> dict:
         previous = keyframe
     return {"rows": rows, "steps": steps, "thumbs": keyframes, "status": dream.status_fields(),
             "observe_ms": statistics.median(observe_ms)}
-
-
-def cost_at_512() -> dict[str, float]:
-    """Median ms of metrics, detail grounding and palette grounding on a 512x512 picture."""
-    from skimage import data
-    image, ref = Image.fromarray(data.astronaut()), Image.fromarray(data.coffee()).resize((512, 512))
-    target, target_sharpness = PaletteTarget.of(ref), measure(ref).sharpness
-    timings = {"metrics": [], "detail": [], "reinhard": [], "histogram": []}
-    for _ in range(15):
-        for name, fn in (("metrics", lambda: measure(image)),
-                         ("detail", lambda: ground_detail(image, target_sharpness * 0.5)),
-                         ("reinhard", lambda: ground(image, target, mode="reinhard")),
-                         ("histogram", lambda: ground(image, target, mode="histogram"))):
-            start = time.perf_counter()
-            fn()
-            timings[name].append((time.perf_counter() - start) * 1000)
-    return {k: statistics.median(v) for k, v in timings.items()}
 
 
 def report(name: str, result: dict, threshold: float) -> None:
@@ -263,11 +244,7 @@ def main(argv=None) -> int:
     threshold = DreamSettings().collapse_novelty
     for name, _ in arms:
         report(name, results[name], threshold)
-    cost = cost_at_512()
-    print("\ncost at 512x512 (median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in cost.items())
-          + f"; per keyframe, metrics + detail + histogram (the default) = "
-            f"{cost['metrics'] + cost['detail'] + cost['histogram']:.1f} ms, with reinhard "
-            f"{cost['metrics'] + cost['detail'] + cost['reinhard']:.1f} ms")
+    print("\n" + describe_cost(cost_at_512()))
     contact_sheet([(name, results[name]) for name, _ in arms], OUT / "drift_contact.png")
     plot([(name, results[name]) for name, _ in arms], OUT / "drift_plot.png")
     print(f"wrote {OUT / 'drift_contact.png'} and {OUT / 'drift_plot.png'}")
