@@ -49,6 +49,10 @@ class InputPlan:
     denoise: float | None     # None: the configured denoise
     fresh_seed: bool          # the guard fired: use a fresh seed
     reason: str               # "" | "anchor" | "reference" | "prompt" | "collapse" | "drift" | "blank"
+    # what an IP-Adapter workflow conditions on: the current reference, else the palette target
+    # (the anchor); None while a new prompt settles or with control off (condition on nothing)
+    reference: Image.Image | None = None
+    reference_weight: float = 0.0
 
 
 class Dream:
@@ -105,6 +109,8 @@ class Dream:
             step = self._walk.next_step(previous)
             self._step = step
             target = self._current_target() if step.grounded else None
+            reference = self._walk.references[step.reference] if step.reference >= 0 else \
+                None if step.reason == "prompt" else self._walk.target_image
             trim = dict(self._trim)
         start = time.perf_counter()
         image = previous.image if step.source is None else step.source
@@ -118,7 +124,8 @@ class Dream:
         with self._lock:
             self._cost["grounding_ms"] = (time.perf_counter() - start) * 1000.0
         rescue = step.reason in RESCUES
-        return InputPlan(image.convert("RGB"), step.denoise, rescue, step.reason)
+        return InputPlan(image.convert("RGB"), step.denoise, rescue, step.reason, reference,
+                         s.reference_weight if reference is not None else 0.0)
 
     def check_blank(self, image: Image.Image) -> str:
         """"" when `image` may be shown, else why not (black, flat, not finite)."""

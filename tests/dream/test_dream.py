@@ -265,3 +265,28 @@ def test_with_control_off_deviations_are_still_measured_from_the_start_image():
     dream.keyframe_made(drifted)
     row = dream.observe(drifted, latent(1))
     assert row["deviation"]["magenta"] > 0.2 and row["event"] == ""
+
+
+def test_plans_name_what_an_ip_adapter_conditions_on_the_reference_else_the_anchor():
+    refs = [picture(50), picture(51)]
+    dream = Dream(dataclasses.replace(QUIET, anchor_every=3, reference_weight=0.8), references=refs)
+    previous, plans = Keyframe(picture(0), generated=False, origin="start_image"), []
+    for n in range(1, 6):
+        plans.append(dream.plan_input(previous))
+        previous = keyframe(n)
+        dream.keyframe_made(previous)
+    assert plans[0].reason == "reference" and plans[0].reference is refs[0]
+    assert [p.reason for p in plans] == ["reference", "", "", "reference", ""]
+    assert all(p.reference is refs[0] for p in plans[:3]) and plans[3].reference is refs[1]
+    assert {p.reference_weight for p in plans} == {0.8}
+
+    plain = Dream(QUIET)
+    start = Keyframe(picture(0), generated=False, origin="start_image")
+    plan = plain.plan_input(start)
+    assert plan.reference is start.image and plan.reference_weight == 0.7
+    plain.keyframe_made(keyframe(1))
+    plain.prompt_changed()
+    settling = plain.plan_input(keyframe(1))
+    assert settling.reason == "prompt" and settling.reference is None and settling.reference_weight == 0.0
+    off = Dream(DreamSettings(control=False)).plan_input(start)
+    assert off.reference is None and off.reference_weight == 0.0
