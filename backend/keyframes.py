@@ -129,6 +129,7 @@ class ComfyUISource:
             denoise = self.denoise if plan.denoise is None else plan.denoise
             if plan.fresh_seed:
                 seed = self.seeds.fresh()
+        extra = {k: getattr(plan, k) for k in ("reference", "reference_weight") if getattr(plan, "reference", None)}
         failures, blanks, lost, backoff = 0, 0, 0, 0.5
         while not self._closed.is_set():
             if self._wait_while_held():
@@ -137,7 +138,7 @@ class ComfyUISource:
             try:
                 self._preflight()
                 keyframe = self.generator.generate_keyframe(source, safe_text(prompt.prompt),
-                                                            safe_text(prompt.negative), seed, denoise)
+                                                            safe_text(prompt.negative), seed, denoise, **extra)
             except ComfyUnavailable as exc:
                 self._set_state("unavailable", f"ComfyUI is not reachable: {safe_line(exc)}")
                 if self._sleep(backoff):

@@ -23,6 +23,7 @@ import time
 
 from PIL import Image
 
+from backend.comfyui import ipadapter
 from backend.comfyui.client import ComfyClient, ExecutionFailed, ImagesNotReceived, WorkflowRejected
 from backend.comfyui.errors import ComfyError, ComfyUnavailable
 from backend.comfyui.workflow import Workflow
@@ -60,6 +61,7 @@ class KeyframeGenerator:
         self._websocket_workflows: tuple[Workflow, Workflow] | None = None   # (img2img, txt2img), server has it
         self._saved_since_switch = 0          # keyframes made through SaveImage since the last switch or try
         self._drops_in_a_row = 0              # jobs whose WebSocket images were lost to a dropped socket
+        self._reference: tuple | None = None  # (image, server, uploaded name) of the last IP-Adapter reference
 
     def preflight(self) -> None:
         """Check the live server; raise WorkflowRejected naming every problem and the choices.
@@ -96,6 +98,12 @@ class KeyframeGenerator:
         known, info = info is not None, info or {}
         for wf in (self.img2img, self.txt2img) if known else ():
             missing = sorted(wf.class_types() - set(info) - {"SaveImageWebsocket"})
+            no_ipadapter = ipadapter.missing_nodes(wf.class_types(), info)
+            if no_ipadapter:
+                problems.append(f"{wf.source}: {no_ipadapter}")
+                missing = [cls for cls in missing if not ipadapter.uses_ipadapter({cls})]
+            elif ipadapter.uses_ipadapter(wf.class_types()):
+                problems.extend(f"{wf.source}: {p}" for p in ipadapter.missing_models(self.client, wf.graph, info))
             if missing:
                 problems.append(f"{wf.source}: ComfyUI has no node class {', '.join(missing)} "
                                 f"(install the custom nodes or change the workflow)")
@@ -140,8 +148,13 @@ class KeyframeGenerator:
         return wf.with_websocket_output() if has_websocket_node else wf.with_save_output()
 
     def generate_keyframe(self, image: Image.Image | None, prompt: str, negative: str, seed: int,
-                          denoise: float) -> Keyframe:
+                          denoise: float, reference: Image.Image | None = None,
+                          reference_weight: float = 0.0) -> Keyframe:
         """img2img from `image` (txt2img at width x height when None); seed 0..2**64-1, denoise 0..1.
+
+        An IP-Adapter img2img workflow is also conditioned on `reference` at `reference_weight`
+        (without one: on the input itself at weight 0, so the graph stays valid); other
+        workflows ignore both.
 
         The Keyframe's image is RGB as ComfyUI made it (size set by the workflow); `seconds` is
         upload + queue + wait + fetch, wall clock."""
@@ -155,6 +168,8 @@ class KeyframeGenerator:
         else:
             ref = self.client.upload_image(image.convert("RGB"), f"{self.upload_prefix}{next(self._slots)}.png")
             patch = dict(image=ref, denoise=denoise, **common)
+            if "ipadapter" in self.img2img.roles:
+                patch.update(self._reference_patch(reference, reference_weight, ref))
         trying_websocket = (not self.websocket_output and self._websocket_workflows is not None
                             and self._saved_since_switch >= self.websocket_retry_every)
         workflows = self._websocket_workflows if trying_websocket else (self.img2img, self.txt2img)
@@ -188,6 +203,17 @@ class KeyframeGenerator:
         return Keyframe(result.images[0], seconds=time.monotonic() - start, prompt=prompt, seed=seed,
                         origin="txt2img" if image is None else "img2img", negative=negative,
                         denoise=None if image is None else denoise, prompt_id=result.prompt_id)
+
+    def _reference_patch(self, reference: Image.Image | None, weight: float, input_ref: str) -> dict:
+        """The reference image name and weight for an IP-Adapter graph; the reference is uploaded
+        only when it is another image than last time (or the server changed)."""
+        if reference is None:
+            return dict(reference=input_ref, reference_weight=0.0)
+        cached = self._reference
+        if cached is None or cached[0] is not reference or cached[1] != self.server:
+            name = self.client.upload_image(reference.convert("RGB"), f"{self.upload_prefix}reference.png")
+            self._reference = cached = (reference, self.server, name)
+        return dict(reference=cached[2], reference_weight=weight)
 
     def _stop_using_the_websocket_output(self, exc: ImagesNotReceived) -> None:
         """Switch both workflows to SaveImage (logged once per switch)."""

@@ -13,9 +13,11 @@ from collections import deque
 
 log = logging.getLogger(__name__)
 
-ROLES = ("image", "positive", "negative", "sampler", "seed", "denoise", "checkpoint", "size", "output")
+ROLES = ("image", "positive", "negative", "sampler", "seed", "denoise", "checkpoint", "size", "output",
+         "reference", "ipadapter")
 OUTPUT_CLASSES = ("SaveImageWebsocket", "SaveImage", "PreviewImage")
 SAMPLER_CLASSES = ("KSampler", "KSamplerAdvanced")
+IPADAPTER_CLASSES = ("IPAdapterAdvanced",)
 TITLES = {
     "image": ("reverie image", "reverie input", "input image"),
     "positive": ("reverie positive", "positive prompt", "positive"),
@@ -24,6 +26,9 @@ TITLES = {
     "checkpoint": ("reverie checkpoint",),
     "size": ("reverie size",),
     "output": ("reverie output",),
+    # IP-Adapter workflows: the LoadImage of the reference picture and the node whose weight is set
+    "reference": ("reverie reference",),
+    "ipadapter": ("reverie ipadapter",),
 }
 # the prompt inputs of text encoders: CLIPTextEncode `text`, CLIPTextEncodeSDXL `text_g` + `text_l`,
 # CLIPTextEncodeSD3 / CLIPTextEncodeFlux `clip_l`, `clip_g`, `t5xxl`; a prompt is written to each one present
@@ -33,7 +38,8 @@ TEXTLESS_CLASSES = ("ConditioningZeroOut",)
 # an explicitly named node must carry the input its role writes
 REQUIRED_INPUT = {"image": ("image",), "positive": TEXT_INPUTS, "negative": TEXT_INPUTS, "seed": ("seed", "noise_seed"),
                   "denoise": ("denoise",), "checkpoint": ("ckpt_name",), "size": ("width",),
-                  "sampler": ("seed", "noise_seed", "steps")}
+                  "sampler": ("seed", "noise_seed", "steps"), "reference": ("image",),
+                  "ipadapter": ("weight",)}
 
 
 class RoleError(ValueError):
@@ -125,8 +131,17 @@ def _infer(graph: dict, roles: dict[str, str]) -> None:
                     log.warning("the workflow's negative conditioning comes from %s, which has no text, so the "
                                 "configured negative prompts are not applied", ", ".join(
                                     _label(graph, n) for n in textless))
+    if "ipadapter" not in roles:
+        picked = _pick(graph, "ipadapter", _of_class(graph, IPADAPTER_CLASSES), "several IPAdapterAdvanced nodes")
+        if picked is not None:
+            roles["ipadapter"] = picked
+    if "reference" not in roles and "ipadapter" in roles:
+        link = graph[roles["ipadapter"]]["inputs"].get("image")
+        if is_link(graph, link) and graph[link[0]]["class_type"] == "LoadImage":
+            roles["reference"] = link[0]
     if "image" not in roles:
-        picked = _pick(graph, "image", _of_class(graph, ("LoadImage",)), "several LoadImage nodes")
+        loaders = [n for n in _of_class(graph, ("LoadImage",)) if n != roles.get("reference")]
+        picked = _pick(graph, "image", loaders, "several LoadImage nodes")
         if picked is not None:
             roles["image"] = picked
     if "checkpoint" not in roles:

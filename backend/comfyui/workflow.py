@@ -19,7 +19,8 @@ from pathlib import Path
 
 from backend.comfyui.roles import TEXT_INPUTS, RoleError, find_roles
 
-BUILTINS = {"builtin:img2img": "img2img_sd15.json", "builtin:txt2img": "txt2img_sd15.json"}
+BUILTINS = {"builtin:img2img": "img2img_sd15.json", "builtin:txt2img": "txt2img_sd15.json",
+            "builtin:img2img_ipadapter": "img2img_ipadapter_sd15.json"}
 SAVE_PREFIX = "reverie/keyframe"
 _EXPORT_HINT = ("this is a UI-format workflow (it has 'nodes' and 'links'); ComfyUI can only queue the API "
                 "format: open it in ComfyUI, enable Settings > Comfy > Dev mode if needed, and use "
@@ -31,7 +32,7 @@ class WorkflowError(ValueError):
 
 
 def load_workflow(spec: str | Path, node_ids: dict | None = None) -> "Workflow":
-    """spec: "builtin:img2img" | "builtin:txt2img" | path to an API-format JSON file."""
+    """spec: "builtin:img2img" | "builtin:txt2img" | "builtin:img2img_ipadapter" | path to an API-format JSON file."""
     text_spec = str(spec)
     path = Path(__file__).parent / "workflows" / BUILTINS[text_spec] if text_spec in BUILTINS else Path(spec)
     try:
@@ -130,17 +131,21 @@ class Workflow:
 
     def patch(self, *, image=None, positive=None, negative=None, seed=None, denoise=None, steps=None, cfg=None,
               sampler=None, scheduler=None, checkpoint=None, width=None, height=None,
-              filename_prefix=None) -> dict:
+              filename_prefix=None, reference=None, reference_weight=None) -> dict:
         """A patched deep copy of the graph. Values for roles the graph lacks are ignored, except
         `image` (an img2img call on a graph without LoadImage is a configuration error).
 
         Ranges: seed 0..2**64-1, denoise 0..1, steps 1..10000, cfg 0..100, width/height positive
-        multiples of 8 (<= 16384); strings non-empty where a name is expected.
+        multiples of 8 (<= 16384); strings non-empty where a name is expected. `reference` (an
+        uploaded image name) and `reference_weight` (-1..5) go to an IP-Adapter graph's reference
+        LoadImage and IPAdapterAdvanced; other graphs ignore them.
         """
         graph = copy.deepcopy(self._graph)
         if image is not None and "image" not in self.roles:
             raise WorkflowError(f"{self.source}: has no LoadImage node to receive the input image")
         _check_str("image", image, empty_ok=False)
+        _check_str("reference", reference, empty_ok=False)
+        _check_number("reference_weight", reference_weight, -1.0, 5.0)
         for name, value in (("positive", positive), ("negative", negative)):
             _check_str(name, value, empty_ok=True)
         for name, value in (("sampler", sampler), ("scheduler", scheduler), ("checkpoint", checkpoint),
@@ -180,6 +185,8 @@ class Workflow:
         put("size", ("width",), width)
         put("size", ("height",), height)
         put("output", ("filename_prefix",), filename_prefix)
+        put("reference", ("image",), reference)
+        put("ipadapter", ("weight",), None if reference_weight is None else float(reference_weight))
         return graph
 
 

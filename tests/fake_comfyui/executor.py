@@ -197,6 +197,10 @@ class Executor:
             return (nodes.scale(inputs["image"], int(inputs["width"]), int(inputs["height"])),), None
         if cls == "CheckpointLoaderSimple":
             return (("MODEL",), ("CLIP",), ("VAE",)), None
+        if cls == "IPAdapterUnifiedLoader":       # the model passes through; the adapter is a token
+            return (inputs["model"], ("IPADAPTER", inputs["preset"])), None
+        if cls == "IPAdapterAdvanced":
+            return (inputs["model"],), None
         if cls == "CLIPTextEncode":
             return (("COND", inputs["text"]),), None
         if cls == "VAEEncode":

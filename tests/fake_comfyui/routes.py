@@ -234,6 +234,8 @@ class _Handlers:
             return _json(list(self.fake.checkpoints))
         if folder in ("configs", "loras", "vae", "vae_approx", "upscale_models"):
             return _json([])
+        if folder in self.fake.model_files and self.fake.model_routes:
+            return _json(list(self.fake.model_files[folder]))
         return web.Response(status=404)
 
 

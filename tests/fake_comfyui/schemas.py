@@ -90,3 +90,27 @@ def object_info(input_files: list[str], checkpoints: list[str], *, websocket_nod
         info["SaveImageWebsocket"] = _node("SaveImageWebsocket", "SaveImageWebsocket",
                                            {"images": ["IMAGE", {}]}, [], output_node=True, category="api node/image")
     return info
+
+
+def ipadapter_nodes(model_files: dict[str, list[str]]) -> dict:
+    """The ComfyUI_IPAdapter_plus nodes Reverie's IP-Adapter workflow uses, plus the two loaders
+    whose choices list models/ipadapter and models/clip_vision (the fallback listing)."""
+    presets = ["LIGHT - SD1.5 only (low strength)", "STANDARD (medium strength)", "VIT-G (medium strength)",
+               "PLUS (high strength)", "PLUS FACE (portraits)", "FULL FACE - SD1.5 only (portraits stronger)"]
+    unit = {"min": 0.0, "max": 1.0, "step": 0.001}
+    return {
+        "IPAdapterUnifiedLoader": _node("IPAdapterUnifiedLoader", "IPAdapter Unified Loader", {
+            "model": ["MODEL", {}], "preset": [presets, {}]}, ["MODEL", "IPADAPTER"], category="ipadapter"),
+        "IPAdapterAdvanced": _node("IPAdapterAdvanced", "IPAdapter Advanced", {
+            "model": ["MODEL", {}], "ipadapter": ["IPADAPTER", {}], "image": ["IMAGE", {}],
+            "weight": ["FLOAT", {"default": 1.0, "min": -1, "max": 5, "step": 0.05}],
+            "weight_type": [["linear", "ease in", "ease out", "style transfer", "composition"], {}],
+            "combine_embeds": [["concat", "add", "subtract", "average", "norm average"], {}],
+            "start_at": ["FLOAT", {"default": 0.0, **unit}], "end_at": ["FLOAT", {"default": 1.0, **unit}],
+            "embeds_scaling": [["V only", "K+V", "K+V w/ C penalty", "K+mean(V) w/ C penalty"], {}]},
+            ["MODEL"], category="ipadapter"),
+        "IPAdapterModelLoader": _node("IPAdapterModelLoader", "IPAdapter Model Loader", {
+            "ipadapter_file": [list(model_files.get("ipadapter", [])), {}]}, ["IPADAPTER"], category="ipadapter"),
+        "CLIPVisionLoader": _node("CLIPVisionLoader", "Load CLIP Vision", {
+            "clip_name": [list(model_files.get("clip_vision", [])), {}]}, ["CLIP_VISION"], category="loaders"),
+    }

@@ -60,6 +60,11 @@ class FakeComfyUI:
         self.output_fault: str | None = None
         self.truncate_next_view = 0
         self.models_status = 200
+        # IP-Adapter (ComfyUI_IPAdapter_plus): off like a stock server; model_files answers
+        # GET /models/<folder> for folders beyond the core ones (clip_vision is core: listed empty)
+        self.ipadapter_nodes = False
+        self.model_files: dict[str, list[str]] = {"clip_vision": []}
+        self.model_routes = True                # False: /models/<those folders> 404, like servers before the routes
         self.sampler = "exact"                  # exact | drift | collapse | black (drift.MODES)
         self.drift_rates = drift.DriftRates()
         self.sampler_next: list[str] = []       # modes for the next sampler runs, one each, before `sampler`
@@ -243,7 +248,10 @@ class FakeComfyUI:
 
     def object_info_all(self) -> dict:
         files = [p.name for p in (self.root / "input").iterdir() if p.is_file()]   # top level, like LoadImage
-        return schemas.object_info(files, self.checkpoints, websocket_node=self.websocket_node)
+        info = schemas.object_info(files, self.checkpoints, websocket_node=self.websocket_node)
+        if self.ipadapter_nodes:
+            info.update(schemas.ipadapter_nodes(self.model_files))
+        return info
 
     async def send(self, kind: str, data: dict, sid: str | None, *, force: bool = False,
                    broadcast_if_none: bool = False) -> None:
