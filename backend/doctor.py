@@ -112,6 +112,7 @@ def check_comfyui(report: Report, config: Config) -> None:
     used = workflow_vae(config)[0]
     wanted = used if config.comfyui.checkpoint else f"{used}, the workflow's own" if used else "none named"
     report.ok(f"ComfyUI accepts the workflows (checkpoint: {wanted}; {len(names)} on the server)")
+    _report_ipadapter(report, source.generator.img2img)
     try:
         check_hygiene(report, source.generator, found_client.object_info())
     except ComfyError as exc:
@@ -120,6 +121,15 @@ def check_comfyui(report: Report, config: Config) -> None:
         source.close()
     for other in config.comfyui.urls[1:]:
         check_fallback(report, other, config)
+
+
+def _report_ipadapter(report: Report, img2img) -> None:
+    """Say that an IP-Adapter workflow's needs were checked (a missing one already failed above)."""
+    from backend.comfyui import ipadapter
+
+    if ipadapter.uses_ipadapter(img2img.class_types()):
+        presets = ", ".join(ipadapter.presets(img2img.graph)) or "the workflow's own loader"
+        report.ok(f"the IP-Adapter nodes and the model files for {presets} are on the server")
 
 
 def _first_answering(urls, config: Config) -> str | None:

@@ -34,6 +34,19 @@ def test_check_fails_naming_the_missing_ipadapter_nodes(tmp_path, capsys):
     assert NODES_SENTENCE in out and "ComfyUI accepts the workflows" not in out
 
 
+def test_check_says_the_ipadapter_needs_are_met_when_nodes_and_models_are_there(tmp_path, capsys):
+    from backend.doctor import Report, check_comfyui
+
+    with FakeComfyUI(root=tmp_path / "server") as server:
+        server.ipadapter_nodes = True
+        server.model_files = {"ipadapter": ["ip-adapter-plus_sd15.safetensors"], "clip_vision": [VIT_H]}
+        report = Report()
+        check_comfyui(report, ipadapter_config(server, tmp_path))
+    out = capsys.readouterr().out
+    assert report.failed == 0, out
+    assert "[ ok ] the IP-Adapter nodes and the model files for PLUS (high strength) are on the server" in out
+
+
 def test_the_start_up_error_names_the_missing_preset_model(tmp_path):
     from backend.assembly import UserError, build_source
 
