@@ -10,6 +10,7 @@ sentences that say what to install; the caller joins them into its preflight err
 from __future__ import annotations
 
 import logging
+import re
 
 from backend.comfyui.errors import ComfyError, ComfyUnavailable, UnexpectedAnswer
 
@@ -72,10 +73,26 @@ def missing_models(client, graph: dict, info: dict) -> list[str]:
     return problems
 
 
+# a CLIP vision file counts when its name carries all the words of one of these (the loader
+# finds it by name, and people keep the Hugging Face names or rename it after the SD version)
+_CLIP_WORDS = {VIT_H: (("vith14", "b79k"), ("sd15", "model"), ("ipadapter", "sd15")),
+               VIT_G: (("vitbigg14", "b160k"), ("sdxl", "model"), ("ipadapter", "sdxl"))}
+
+
+def _squash(name: str, *, folders: bool = False) -> str:
+    """Lower-case letters and digits of a file's name without extension (and folders unless `folders`)."""
+    path = name.replace("\\", "/")
+    base = path if folders else path.rsplit("/", 1)[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base.rsplit("/", 1)[-1] else base
+    return re.sub(r"[^a-z0-9]", "", stem.lower())
+
+
 def _has(files: list[str], name: str) -> bool:
-    """The loader matches by name; a file in a subfolder or with another extension counts."""
-    stem = name.rsplit(".", 1)[0].lower()
-    return any(f.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0].lower() == stem for f in files)
+    """Whether `files` holds `name`: in any subfolder, with any extension, separators and case aside
+    (a CLIP vision file also by the words of _CLIP_WORDS in its relative path)."""
+    if name in _CLIP_WORDS:
+        return any(all(w in _squash(f, folders=True) for w in words) for f in files for words in _CLIP_WORDS[name])
+    return any(_squash(f) == _squash(name) for f in files)
 
 
 def _listing(client, folder: str, info: dict) -> list[str] | None:

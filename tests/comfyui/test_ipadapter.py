@@ -96,7 +96,7 @@ def missing_model(folder: str, name: str, has: str = "no files") -> str:
 
 
 def test_preflight_names_each_model_file_the_preset_needs_and_the_server_lacks(equipped, client):
-    equipped.model_files = {"ipadapter": ["ip-adapter_sd15.safetensors"], "clip_vision": []}
+    equipped.model_files = {"ipadapter": ["ip-adapter_sd15.safetensors"], "clip_vision": []}   # STANDARD's, not PLUS's
     with pytest.raises(WorkflowRejected) as caught:
         ipadapter_generator(client).preflight()
     assert caught.value.lines == [missing_model("ipadapter", PLUS, "ip-adapter_sd15.safetensors"),
@@ -112,5 +112,22 @@ def test_preflight_reads_the_model_folders_from_object_info_on_a_server_without_
 
 
 def test_preflight_passes_when_the_nodes_and_the_preset_models_are_there(equipped, client):
-    equipped.model_files = {"ipadapter": ["sd15/IP-Adapter-Plus_SD15.bin"], "clip_vision": [VIT_H]}
+    equipped.model_files = {"ipadapter": ["sd15/IP-Adapter-Plus_SD15.bin"], "clip_vision": ["sd1.5/model.safetensors"]}
     ipadapter_generator(client).preflight()
+
+
+def test_an_untitled_ipadapter_export_finds_the_reference_loader_through_the_adapters_image_link():
+    from backend.comfyui.workflow import parse_workflow
+
+    graph = load_workflow(SOURCE).graph
+    for node in graph.values():
+        node.pop("_meta", None)
+    roles = parse_workflow(graph).roles
+    assert (roles["image"], roles["reference"], roles["ipadapter"]) == ("10", "20", "22")
+
+
+def test_a_reference_weight_outside_the_adapters_range_is_refused():
+    from backend.comfyui.workflow import WorkflowError
+
+    with pytest.raises(WorkflowError, match=r"reference_weight must be a number in \[-1.0, 5.0\], got 7"):
+        load_workflow(SOURCE).patch(reference="reverie/r.png", reference_weight=7)
