@@ -26,10 +26,14 @@ def detail_gain(sharpness: float, target: float, strength: float) -> float:
     return 1.0 + strength * (full - 1.0)
 
 
-def ground_detail(image: Image.Image, target_sharpness: float, strength: float = 0.5) -> Image.Image:
-    """`image` with its detail layer scaled toward `target_sharpness` (a metrics.sharpness value)."""
+def ground_detail(image: Image.Image, target_sharpness: float, strength: float = 0.5,
+                  sharpness: float | None = None) -> Image.Image:
+    """`image` with its detail layer scaled toward `target_sharpness` (a metrics.sharpness value).
+    `sharpness`: `image`'s own metrics.sharpness when the caller has it already."""
     image = image.convert("RGB")
-    gain = detail_gain(laplacian_variance(downscale(image)), target_sharpness, strength)
+    if sharpness is None:
+        sharpness = laplacian_variance(downscale(image))
+    gain = detail_gain(sharpness, target_sharpness, strength)
     if abs(gain - 1.0) < DEAD_BAND:
         return image
     # The base is a box downscale blown back up (a few times faster than a Gaussian blur), its

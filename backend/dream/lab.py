@@ -60,8 +60,11 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
 
 
 def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
-    """float CIELAB [..., 3] -> float sRGB [..., 3] in [0, 1]."""
-    return _encode(_lab_to_linear(lab).astype(np.float64))
+    """float CIELAB [..., 3] -> float32 sRGB [..., 3] in [0, 1] (float32 is exact to far below an
+    8-bit level, and several times faster on a lookup table's 36k colours)."""
+    v = _lab_to_linear(lab)
+    return np.where(v <= np.float32(0.0031308), v * np.float32(12.92),
+                    np.float32(1.055) * np.power(v, np.float32(1.0 / 2.4)) - np.float32(0.055))
 
 
 def _lab_to_linear(lab: np.ndarray) -> np.ndarray:

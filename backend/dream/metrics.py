@@ -1,6 +1,8 @@
 """Quality metrics of one keyframe, measured on a small downscale (~256x128 pixels' worth).
 
-`measure(image) -> Metrics` and `pool_latent(latent) -> unit vector` + `novelty(a, b)`.
+`measure(image) -> Metrics` and `pool_latent(latent) -> unit vector` + `novelty(a, b)`;
+`analyse(image) -> Analysis` keeps the downscale and its LAB with the metrics, so grounding the
+same picture later (it is the next img2img input) does not downscale or convert it again.
 What each metric catches in a long img2img loop:
 - L* mean / std (CIELAB lightness, 0..100): a loop going dark, or a flat / black keyframe;
 - chroma C* mean and HSV saturation mean: oversaturation;
@@ -17,6 +19,7 @@ What each metric catches in a long img2img loop:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -47,6 +50,21 @@ class Metrics:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """One picture's metrics downscale (uint8 RGB [h, w, 3]), its CIELAB, and its Metrics."""
+
+    rgb: np.ndarray
+    lab: np.ndarray
+    metrics: Metrics
+
+
+def analyse(image: Image.Image) -> Analysis:
+    rgb = downscale(image)
+    lab = rgb_to_lab(rgb)
+    return Analysis(rgb, lab, _metrics(rgb, lab))
+
+
 def downscale(image: Image.Image, pixels: int = METRIC_PIXELS) -> np.ndarray:
     """PIL image -> uint8 RGB [h, w, 3] with at most ~`pixels` pixels (aspect kept)."""
     image = image.convert("RGB")
@@ -59,12 +77,15 @@ def downscale(image: Image.Image, pixels: int = METRIC_PIXELS) -> np.ndarray:
 
 def measure(image: Image.Image) -> Metrics:
     """All metrics of `image` (any size; downscaled first)."""
-    return measure_array(downscale(image))
+    return analyse(image).metrics
 
 
 def measure_array(rgb: np.ndarray) -> Metrics:
     """uint8 RGB [h, w, 3] -> Metrics (no downscaling)."""
-    lab = rgb_to_lab(rgb)
+    return _metrics(rgb, rgb_to_lab(rgb))
+
+
+def _metrics(rgb: np.ndarray, lab: np.ndarray) -> Metrics:
     light, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     chroma = np.hypot(a, b)
     hue = np.degrees(np.arctan2(b, a)) % 360.0
@@ -75,10 +96,11 @@ def measure_array(rgb: np.ndarray) -> Metrics:
     mean_hue = 0.0
     if weight > 1e-6:
         mean_hue = float(np.degrees(np.arctan2((b).sum(), (a).sum())) % 360.0)  # sum C*(cos, sin) = sum (a, b)
+    y = luma(rgb)
     return Metrics(
         l_mean=float(light.mean()), l_std=float(light.std()), chroma=float(chroma.mean()), hue=mean_hue,
         magenta=float((in_band & chromatic).mean()), hue_entropy=_hue_entropy(hue[chromatic]),
-        saturation=_saturation(rgb), sharpness=laplacian_variance(rgb), hf_ratio=_hf_ratio(rgb))
+        saturation=_saturation(rgb), sharpness=_laplacian_variance(y), hf_ratio=_hf_ratio(y))
 
 
 def _hue_entropy(hues: np.ndarray) -> float:
@@ -90,9 +112,10 @@ def _hue_entropy(hues: np.ndarray) -> float:
 
 
 def _saturation(rgb: np.ndarray) -> float:
-    top = rgb.max(axis=-1).astype(np.float32)
-    span = top - rgb.min(axis=-1)
-    return float(np.where(top > 0, span / np.maximum(top, 1.0), 0.0).mean())
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]      # channel by channel: a reduction over the
+    top = np.maximum(np.maximum(r, g), b)                # last axis of 3 is several times slower
+    span = (top - np.minimum(np.minimum(r, g), b)).astype(np.float32)
+    return float((span / np.maximum(top, 1).astype(np.float32)).mean())   # top == 0 means span == 0
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -101,22 +124,31 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def laplacian_variance(rgb: np.ndarray) -> float:
-    y = luma(rgb)
+    return _laplacian_variance(luma(rgb))
+
+
+def _laplacian_variance(y: np.ndarray) -> float:
     if min(y.shape) < 3:
         return 0.0
     lap = y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4.0 * y[1:-1, 1:-1]
     return float(lap.var())
 
 
-def _hf_ratio(rgb: np.ndarray) -> float:
-    y = luma(rgb)
-    power = np.abs(np.fft.rfft2(y - y.mean())) ** 2
-    fy = np.fft.fftfreq(y.shape[0])[:, None]
-    fx = np.fft.rfftfreq(y.shape[1])[None, :]
+def _hf_ratio(y: np.ndarray) -> float:
+    spectrum = np.fft.rfft2(y - y.mean())
+    power = spectrum.real ** 2 + spectrum.imag ** 2
     total = power.sum()
     if total <= 1e-9:
         return 0.0
-    return float(power[np.hypot(fy, fx) > HIGH_FREQUENCY].sum() / total)
+    return float(power[_high_band(*y.shape)].sum() / total)
+
+
+@lru_cache(maxsize=8)
+def _high_band(height: int, width: int) -> np.ndarray:
+    """Mask of the rfft2 bins above HIGH_FREQUENCY for a [height, width] picture (a few sizes recur)."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    return np.hypot(fy, fx) > HIGH_FREQUENCY
 
 
 def pool_latent(latent: np.ndarray, grid: tuple[int, int] = POOL) -> np.ndarray:
