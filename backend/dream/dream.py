@@ -23,8 +23,7 @@ from PIL import Image
 from backend.dream.anchor import AnchorWalk, Step
 from backend.dream.detail import ground_detail
 from backend.dream.guard import Guard, blank_reason, image_not_finite, relative
-from backend.dream.lab import rgb_to_lab
-from backend.dream.metrics import Metrics, downscale, measure, novelty, pool_latent
+from backend.dream.metrics import Analysis, Metrics, analyse, novelty, pool_latent
 from backend.dream.palette import PaletteTarget, ground
 from backend.dream.quality_log import QualityLog
 from backend.dream.settings import DreamSettings
@@ -41,6 +40,20 @@ TRIM_AB = 30.0            # largest a*/b* offset
 TRIM_RATE = 0.5          # share of the last output's log-deviation taken into the trim per keyframe
 RESCUES = ("collapse", "drift", "blank")
 EVENTS = ("anchor", "reference", "collapse", "drift", "blank", "blank_rejected")
+MEMO = 6                  # analyses kept: a keyframe is checked, then grounded as the next input, then observed
+
+
+def _key(keyframe) -> tuple | None:
+    """What identifies a keyframe across the schedule's copy of it (dataclasses.replace with the
+    image fitted to the resolution): every field but the image."""
+    if keyframe is None:
+        return None
+    return (keyframe.origin, keyframe.seed, keyframe.prompt_id, keyframe.seconds, keyframe.prompt,
+            keyframe.negative, keyframe.denoise, keyframe.generated)
+
+
+def _same(a, b) -> bool:
+    return a is b or (a is not None and b is not None and _key(a) == _key(b))
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,7 @@ class Dream:
         self._made: list[tuple[object, str]] = []     # (keyframe, plan reason) of the last few made
         self._rescue_keyframe = None     # made by a rescue plan and not yet observed: the guard waits for it
         self._trim = dict(TRIM_START)    # grounding aims past the target by what each pass adds (see _retrim)
+        self._analyses: list[tuple[Image.Image, tuple | None, Analysis]] = []   # (image, keyframe key, analysis)
 
     def update(self, settings: DreamSettings) -> None:
         """A live config edit: strengths, bands, the anchor schedule and the quality.csv bounds apply
@@ -116,11 +130,15 @@ class Dream:
         image = previous.image if step.source is None else step.source
         if target is not None:
             target_image, palette, metrics = target
+            own = self._analysis(image)      # usually check_blank's, of this very picture
             if s.detail_strength > 0:
-                image = ground_detail(image, metrics.sharpness * trim["sharpness"], s.detail_strength)
+                image = ground_detail(image, metrics.sharpness * trim["sharpness"], s.detail_strength,
+                                      sharpness=own.metrics.sharpness)
             if s.grounding != "off":
+                # The palette statistics are the ungrounded input's: the detail layer is finer than the
+                # metrics downscale they are taken on, so grounding the detail leaves them as they were.
                 image = ground(image, palette, mode=s.grounding, chroma=s.chroma_strength, luma=s.luma_strength,
-                               chroma_scale=trim["chroma"], ab_offset=(trim["a"], trim["b"]))
+                               chroma_scale=trim["chroma"], ab_offset=(trim["a"], trim["b"]), lab=own.lab)
         with self._lock:
             self._cost["grounding_ms"] = (time.perf_counter() - start) * 1000.0
         rescue = step.reason in RESCUES
@@ -132,7 +150,7 @@ class Dream:
         if image_not_finite(image):
             reason = "its pixels are not finite numbers"
         else:
-            reason = blank_reason(measure(image), self.settings)
+            reason = blank_reason(self._analysis(image).metrics, self.settings)
         if reason:
             with self._lock:
                 self._count("blank_rejected", f"blank keyframe rejected: {reason}")
@@ -144,6 +162,7 @@ class Dream:
             before = self._walk.anchor
             self._walk.made(keyframe, step if self.settings.control else None)
             self._made = [*self._made[-7:], (keyframe, "" if step is None else step.reason)]
+            self._analyses = [(i, _key(keyframe) if i is keyframe.image else k, a) for i, k, a in self._analyses]
             if step is not None and step.reason in RESCUES:
                 self._rescue_keyframe = keyframe
             if self._walk.anchor is not before:
@@ -155,7 +174,7 @@ class Dream:
         """True when `keyframe` (one of the last few made) was made from the anchor or a reference,
         not chained: its segment moves further, and may want more in-between frames."""
         with self._lock:
-            return next((r for k, r in reversed(self._made) if k is keyframe), "") in RESCUES + ("anchor", "reference")
+            return self._reason(keyframe) in RESCUES + ("anchor", "reference")
 
     def prompt_changed(self) -> None:
         with self._lock:
@@ -166,11 +185,12 @@ class Dream:
     def observe(self, keyframe, latent: np.ndarray) -> dict:
         """Metrics and novelty of `keyframe` (latent [C, h, w]); writes quality.csv, may fire the guard."""
         start = time.perf_counter()
-        metrics = measure(keyframe.image)
+        analysis = self._analysis(keyframe.image, keyframe)
+        metrics = analysis.metrics
         pooled = pool_latent(latent)
         with self._lock:
             s = self.settings
-            if keyframe is self._walk.anchor:
+            if _same(keyframe, self._walk.anchor):
                 self._anchor_pooled = pooled
             step_novelty = novelty(self._previous_pooled, pooled)
             anchor_novelty = novelty(self._anchor_pooled, pooled)
@@ -178,9 +198,9 @@ class Dream:
             target = self._current_target()
             target_metrics = None if target is None else target[2]
             if s.control and target is not None:
-                self._retrim(keyframe.image, metrics, target[1], target_metrics)
+                self._retrim(analysis, target[1], target_metrics)
             event = ""
-            if keyframe is self._rescue_keyframe:
+            if _same(keyframe, self._rescue_keyframe):
                 self._rescue_keyframe = None
             # keyframes made before a rescue took effect would fire the guard again for the same cause
             elif s.control and not self._walk.rescue_pending and self._rescue_keyframe is None:
@@ -215,28 +235,47 @@ class Dream:
                 "trim": {k: round(v, 3) for k, v in self._trim.items()},
             }
 
+    def _analysis(self, image: Image.Image, keyframe=None) -> Analysis:
+        """`image`'s Analysis, from the memo when this picture was analysed already (by identity, or
+        as the same keyframe's same-size copy: the schedule observes a fitted copy); not in the lock."""
+        key = _key(keyframe)
+        with self._lock:
+            for seen, seen_key, analysis in reversed(self._analyses):
+                if seen is image or (key is not None and seen_key == key and seen.size == image.size):
+                    return analysis
+        analysis = analyse(image)
+        with self._lock:
+            if key is None:     # a keyframe made already (its key is tagged on at keyframe_made otherwise)
+                key = next((_key(k) for k, _ in reversed(self._made) if k.image is image), None)
+            self._analyses = [*self._analyses[-(MEMO - 1):], (image, key, analysis)]
+        return analysis
+
     # -- inside the lock -------------------------------------------------------------------------
+    def _reason(self, keyframe) -> str:
+        return next((r for k, r in reversed(self._made) if _same(k, keyframe)), "")
+
     def _current_target(self) -> tuple[Image.Image, PaletteTarget, Metrics] | None:
         image = self._walk.target_image
         if image is None:
             return None
         if self._target is None or self._target[0] is not image:
-            self._target = (image, PaletteTarget.of(image), measure(image))
+            analysis = analyse(image)
+            self._target = (image, PaletteTarget.of_lab(analysis.lab), analysis.metrics)
             self._trim = dict(TRIM_START)
         return self._target
 
-    def _retrim(self, image: Image.Image, metrics: Metrics, palette: PaletteTarget, target: Metrics) -> None:
+    def _retrim(self, analysis: Analysis, palette: PaletteTarget, target: Metrics) -> None:
         """Integral action: grounding puts the input on the target, but the pass then adds its own
         push (chained img2img adds a colour cast, chroma and sharpness every time), so the
         displayed keyframe would sit one push beyond the target for ever. Each observed keyframe
         moves the trim by part of its measured deviation, so the outputs, not only the inputs,
         settle on the target."""
         for name in ("chroma", "sharpness"):
-            out, ref = getattr(metrics, name), getattr(target, name)
+            out, ref = getattr(analysis.metrics, name), getattr(target, name)
             if out > 1e-6 and ref > 1e-6:
                 trim = self._trim[name] * (ref / out) ** TRIM_RATE
                 self._trim[name] = float(np.clip(trim, *TRIM_RANGE))
-        cast = PaletteTarget.of_lab(rgb_to_lab(downscale(image)), quantiles=False).mean[1:] - palette.mean[1:]
+        cast = PaletteTarget.of_lab(analysis.lab, quantiles=False).mean[1:] - palette.mean[1:]
         for name, value in zip(("a", "b"), cast):
             self._trim[name] = float(np.clip(self._trim[name] - TRIM_RATE * value, -TRIM_AB, TRIM_AB))
 
@@ -257,7 +296,7 @@ class Dream:
                                          (value - ref + 180.0) % 360.0 - 180.0 if name == "hue" else value - ref)
         return {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "keyframe": self._observed,
                 "origin": keyframe.origin, "seed": "" if keyframe.seed is None else keyframe.seed,
-                "reason": next((r for k, r in reversed(self._made) if k is keyframe), ""),
+                "reason": self._reason(keyframe),
                 **values, "novelty": step_novelty, "novelty_anchor": anchor_novelty,
                 "dev_chroma": deviation.get("chroma"), "dev_sharpness": deviation.get("sharpness"),
                 "dev_hue": deviation.get("hue"), "event": event, "prompt": keyframe.prompt,

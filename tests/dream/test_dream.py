@@ -8,9 +8,11 @@ import dataclasses
 import threading
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from backend.dream.dream import Dream, InputPlan
+from backend.dream.metrics import pool_latent as pool
 from backend.dream.settings import DreamSettings
 from backend.frames import Keyframe
 from tests.dream.test_metrics import photo
@@ -290,3 +292,43 @@ def test_plans_name_what_an_ip_adapter_conditions_on_the_reference_else_the_anch
     assert settling.reason == "prompt" and settling.reference is None and settling.reference_weight == 0.0
     off = Dream(DreamSettings(control=False)).plan_input(start)
     assert off.reference is None and off.reference_weight == 0.0
+
+
+def test_the_schedule_s_fitted_copy_of_a_keyframe_is_still_recognised_when_observed():
+    """The schedule observes a copy (its image fitted to the resolution, via dataclasses.replace),
+    not the object the source handed the dream: the anchor, the plan reason and a rescue must
+    still be found on it."""
+    dream = Dream(dataclasses.replace(QUIET, anchor_every=2))
+    start = Keyframe(picture(0), generated=False, origin="start_image")
+    fitted = lambda k: dataclasses.replace(k, image=k.image.copy())  # noqa: E731
+    dream.plan_input(start)                        # K_0 becomes the anchor
+    assert dream.observe(fitted(start), latent(0))["novelty_anchor"] == 0.0
+    previous, rows = start, []
+    for n in range(1, 4):
+        if n > 1:
+            dream.plan_input(previous)
+        previous = keyframe(n)
+        dream.keyframe_made(previous)
+        rows.append(dream.observe(fitted(previous), latent(n)))
+        assert dream.made_from_anchor(fitted(previous)) == (rows[-1]["reason"] == "anchor")
+    assert [r["reason"] for r in rows] == ["", "anchor", ""]
+    assert rows[2]["novelty_anchor"] == pytest.approx(
+        1 - float(np.dot(*(pool(latent(k)) for k in (2, 3)))), abs=1e-9)
+
+
+def test_a_keyframe_is_analysed_once_though_it_is_checked_observed_and_grounded(monkeypatch):
+    import backend.dream.dream as dream_module
+    calls = []
+    real = dream_module.analyse
+    monkeypatch.setattr(dream_module, "analyse", lambda image: calls.append(image) or real(image))
+    dream = Dream(QUIET)
+    start = Keyframe(picture(0), generated=False, origin="start_image")
+    dream.plan_input(start)
+    made = keyframe(1)
+    calls.clear()
+    assert dream.check_blank(made.image) == ""        # ComfyUISource's order: checked, then made
+    dream.keyframe_made(made)
+    dream.observe(dataclasses.replace(made, image=made.image.copy()), latent(1))
+    plan = dream.plan_input(made)
+    assert plan.reason == "" and plan.image is not made.image          # grounded, from the memo
+    assert [c for c in calls if c is not start.image] == [made.image]   # K_0 is analysed once as the target
