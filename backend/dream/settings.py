@@ -34,7 +34,7 @@ class DreamSettings:
     blank_l_mean: float = 5.0         # a keyframe darker than this L* mean is blank (never shown)
     blank_l_std: float = 1.0          # a keyframe flatter than this L* std is blank (never shown)
     references: tuple[str, ...] = ()  # image files or folders: anchors and the palette come from these in turn
-    reference_weight: float = 0.7     # builtin:img2img_ipadapter: how strongly keyframes are conditioned on the reference
+    reference_weight: float = 0.7     # comfyui.workflow builtin:img2img_ipadapter: the IP-Adapter weight on the reference
     quality_log_bytes: int = 5_000_000  # output/quality.csv is rotated to quality.csv.1 .. at this size
     quality_log_keep: int = 3         # rotated quality.csv files kept
 
