@@ -24,7 +24,6 @@ class DreamSettings:
     detail_strength: float = 1.0      # 0..1, how far the input's sharpness moves toward the anchor's
     anchor_every: int = 16            # keyframes chained from the previous one before one is made from the anchor; 0 = never
     anchor_denoise: float = 0.6       # denoise of the keyframe made from the anchor
-    anchor_segment_scale: float = 2.0  # the segment gliding into a keyframe made from the anchor gets this many times the frames
     prompt_settle: int = 4            # after a prompt change, keyframes made ungrounded before the new anchor is taken
     collapse_novelty: float = 0.0001  # novelty to the previous keyframe below this counts as "not moving"
     collapse_patience: int = 3        # keyframes in a row below collapse_novelty before the guard fires
@@ -61,7 +60,7 @@ def seed_warning(settings: DreamSettings, seed_policy: str) -> str:
 
 _RANGES: dict[str, tuple[float, float]] = {
     "chroma_strength": (0.0, 1.0), "luma_strength": (0.0, 1.0), "detail_strength": (0.0, 1.0),
-    "anchor_every": (0, 10_000), "anchor_denoise": (0.05, 1.0), "anchor_segment_scale": (1.0, 8.0),
+    "anchor_every": (0, 10_000), "anchor_denoise": (0.05, 1.0),
     "reference_weight": (0.0, 2.0), "prompt_settle": (0, 100),
     "collapse_novelty": (0.0, 1.0), "collapse_patience": (1, 1000), "chroma_band": (0.05, 10.0),
     "sharpness_band": (0.05, 10.0), "magenta_max": (0.0, 1.0), "blank_l_mean": (0.0, 100.0),
