@@ -12,7 +12,9 @@ policy is random (a fresh seed per keyframe), denoise 0.5. To exercise the guard
 the same faults: keyframes 600-605 come back as near-copies (collapse), keyframe 800 black.
 The "picture step" is the mean absolute 8-bit difference between consecutive keyframes (the
 in-betweens of a segment split it into N+1 smaller steps), split into transitions into a keyframe
-made from the anchor (re-anchors and guard rescues) vs chained ones.
+made from the anchor (re-anchors and guard rescues) vs chained ones. The "displayed step" is
+the same change between consecutive frames on screen: the segment's latents slerped with 8
+in-betweens and decoded with TAEF2, for every segment into a re-anchor and every 10th other.
 A third run, control on with Reinhard grounding instead of histogram matching, measures the two
 modes against each other. Writes bench/out/drift_contact.png (every 50th keyframe: off, on,
 on-reinhard from the top), bench/out/drift_plot.png (magenta share and chroma over keyframes)
@@ -62,6 +64,18 @@ class Encoder:
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         return self.vae.encode([image])[0].cpu().numpy()      # [C, h, w]
+
+    def segment_steps(self, z0: np.ndarray, z1: np.ndarray, n: int) -> np.ndarray:
+        """The displayed frames of one segment as the schedule makes them (decode(z0), then
+        decode(slerp(z0, z1, j / (n + 1))) for j = 1..n, then decode(z1), where the next segment
+        opens): the mean absolute 8-bit change between each pair of consecutive frames [n + 1]."""
+        import torch
+
+        from backend.interpolation.spherical_lerp import slerp
+        a, b = torch.from_numpy(z0)[None], torch.from_numpy(z1)[None]
+        latents = torch.cat([slerp(a, b, j / (n + 1)) for j in range(n + 2)])
+        frames = self.vae.decode_to_uint8(latents).astype(np.int16)
+        return np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
 
 
 def run_source(settings: DreamSettings, k0: Image.Image, count: int, encode, csv: Path, rng_seed: int):
@@ -118,22 +132,30 @@ def run_direct(settings: DreamSettings, k0: Image.Image, count: int, encode, csv
     return loop(dream, make, count, encode)
 
 
+INBETWEENS = 8      # in-betweens per segment for the displayed-frame steps (the daemon's auto N varies)
+
+
 def loop(dream: Dream, make, count: int, encode) -> dict:
-    keyframes, rows, steps, observe_ms = [], [], [], []
-    previous = None
+    keyframes, rows, steps, observe_ms, shown = [], [], [], [], []
+    previous = previous_latent = None
     for index in range(count + 1):
         keyframe = make(previous, index)
         latent = encode(keyframe.image)
         start = time.perf_counter()
         row = dream.observe(keyframe, latent)
         observe_ms.append((time.perf_counter() - start) * 1000)
+        anchored = row["reason"] in RESCUES
+        # decoding every segment would take minutes: every segment into a re-anchor, every 10th other
+        if previous_latent is not None and (anchored or index % 10 == 0):
+            shown.append((encode.segment_steps(previous_latent, latent, INBETWEENS), anchored))
+        previous_latent = latent
         if previous is not None:
             step = float(np.abs(np.asarray(keyframe.image, np.int16) - np.asarray(previous.image, np.int16)).mean())
             steps.append((step, row["reason"] in RESCUES))
         rows.append(row)
         keyframes.append(keyframe.image if index % 50 == 0 else None)
         previous = keyframe
-    return {"rows": rows, "steps": steps, "thumbs": keyframes, "status": dream.status_fields(),
+    return {"rows": rows, "steps": steps, "shown": shown, "thumbs": keyframes, "status": dream.status_fields(),
             "observe_ms": statistics.median(observe_ms)}
 
 
@@ -166,6 +188,12 @@ def report(name: str, result: dict, threshold: float) -> None:
         if values:
             print(f"picture step {label}: mean {statistics.mean(values):.2f}, max {max(values):.2f} levels "
                   f"({len(values)} transitions)")
+    for label, wanted in (("into a keyframe made from the anchor", True), ("chained", False)):
+        frames = np.concatenate([f for f, a in result["shown"] if a == wanted] or [np.empty(0)])
+        if frames.size:
+            print(f"displayed frame-to-frame step, segments {label} ({INBETWEENS} in-betweens, TAEF2 decode of "
+                  f"slerped latents): mean {frames.mean():.2f}, max {frames.max():.2f} levels "
+                  f"({frames.size // (INBETWEENS + 1)} segments)")
     print(f"observe() per keyframe (metrics + novelty + quality.csv), median: {result['observe_ms']:.2f} ms; "
           f"grounding of the last plan: {result['status']['cost_ms']['grounding_ms']:.2f} ms")
 
