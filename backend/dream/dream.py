@@ -85,6 +85,7 @@ class Dream:
         self._step: Step | None = None              # the last plan handed out, until its keyframe is made
         self._target: tuple[Image.Image, PaletteTarget, Metrics] | None = None
         self._anchor_pooled: np.ndarray | None = None
+        self._pooled: list[tuple[tuple | None, np.ndarray]] = []   # (keyframe key, pooled latent) of the last few observed
         self._previous_pooled: np.ndarray | None = None
         self._observed = 0
         self._latest: dict = {}
@@ -118,6 +119,7 @@ class Dream:
             s = self.settings
             if self._walk.anchor is None and previous is not None and not self._walk.references:
                 self._walk.made(previous, None)          # K_0 (a start image is never "made")
+                self._anchor_pooled = self._observed_latent(previous)
             if not s.control:
                 return InputPlan(previous.image, None, False, "")
             step = self._walk.next_step(previous)
@@ -168,7 +170,7 @@ class Dream:
             if self._walk.anchor is not before:
                 if step is not None and step.reason in ("anchor", "reference"):
                     self._count(step.reason, "")
-                self._anchor_pooled = None          # set when the new anchor's latent is observed
+                self._anchor_pooled = self._observed_latent(self._walk.anchor)
 
     def made_from_anchor(self, keyframe) -> bool:
         """True when `keyframe` (one of the last few made) was made from the anchor or a reference,
@@ -192,6 +194,7 @@ class Dream:
             s = self.settings
             if _same(keyframe, self._walk.anchor):
                 self._anchor_pooled = pooled
+            self._pooled = [*self._pooled[-(MEMO - 1):], (_key(keyframe), pooled)]
             step_novelty = novelty(self._previous_pooled, pooled)
             anchor_novelty = novelty(self._anchor_pooled, pooled)
             self._previous_pooled = pooled
@@ -251,6 +254,12 @@ class Dream:
         return analysis
 
     # -- inside the lock -------------------------------------------------------------------------
+    def _observed_latent(self, keyframe) -> np.ndarray | None:
+        """`keyframe`'s pooled latent if it was observed already (the schedule may encode a keyframe
+        before the keyframe thread makes it the anchor), else None: set when it is observed."""
+        key = _key(keyframe)
+        return next((pooled for k, pooled in reversed(self._pooled) if k == key), None)
+
     def _reason(self, keyframe) -> str:
         return next((r for k, r in reversed(self._made) if _same(k, keyframe)), "")
 

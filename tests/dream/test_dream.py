@@ -332,3 +332,14 @@ def test_a_keyframe_is_analysed_once_though_it_is_checked_observed_and_grounded(
     plan = dream.plan_input(made)
     assert plan.reason == "" and plan.image is not made.image          # grounded, from the memo
     assert [c for c in calls if c is not start.image] == [made.image]   # K_0 is analysed once as the target
+
+
+def test_novelty_to_the_anchor_is_measured_when_the_anchor_was_observed_before_it_became_one():
+    """In the daemon the schedule may encode K_0 before the keyframe thread plans from it."""
+    dream = Dream(QUIET)
+    start = Keyframe(picture(0), generated=False, origin="start_image")
+    assert dream.observe(dataclasses.replace(start, image=start.image.copy()), latent(0))["novelty_anchor"] is None
+    dream.plan_input(start)                                      # now K_0 is the anchor
+    dream.keyframe_made(made := keyframe(1))
+    row = dream.observe(made, latent(1))
+    assert row["novelty_anchor"] == pytest.approx(1 - float(np.dot(pool(latent(0)), pool(latent(1)))), abs=1e-9)

@@ -85,6 +85,8 @@ def test_control_holds_the_palette_that_the_uncontrolled_loop_loses_and_every_ke
         quality = status["quality"]
         assert quality["control"] is control and quality["keyframes"] == len(rows)
         assert set(quality["metrics"]) >= {"magenta", "chroma", "sharpness", "l_mean"}
+        # the anchor is recognised in the schedule's copy of it: every keyframe after K_0 has its novelty to it
+        assert all(r["novelty_anchor"] != "" for r in rows[1:]), [r["novelty_anchor"] for r in rows]
         runs[name] = [float(r["magenta"]) for r in rows]
     start = runs["on"][0]
     assert start < 0.05 and runs["off"][0] < 0.05              # the astronaut: hardly any magenta
