@@ -22,13 +22,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from typing import Sequence
+from typing import Callable, Sequence
 
 from PIL import Image
 
 from backend.comfyui.client import ComfyClient
 from backend.comfyui.errors import ComfyError, ComfyUnavailable, JobLost
 from backend.comfyui.jobs import JobResult
+from backend.comfyui.listeners import Listener, Listeners
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class CurrentReachability:
     def __init__(self, failover: "FailoverClient") -> None:
         self._failover = failover
         self._lock = threading.Lock()
-        self._listeners: list = []
+        self._listeners = Listeners()
         self._last: bool | None = None
 
     @property
@@ -60,21 +61,17 @@ class CurrentReachability:
     def quiet_for(self) -> float:
         return self._failover.current.reachability.quiet_for()
 
-    def subscribe(self, listener) -> None:
-        with self._lock:
-            self._listeners.append(listener)
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.subscribe(listener)
 
-    def unsubscribe(self, listener) -> None:
-        with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+    def unsubscribe(self, listener: Listener) -> None:
+        self._listeners.unsubscribe(listener)
 
     def heard(self, ok: bool, error: str) -> None:
         with self._lock:
             changed, self._last = ok != self._last, ok
-            listeners = list(self._listeners) if changed else []
-        for listener in listeners:          # outside the lock: a listener may read us back
-            listener(ok, "" if ok else error)
+        if changed:
+            self._listeners.tell(ok, error)
 
 
 class FailoverClient:
@@ -185,9 +182,16 @@ class FailoverClient:
         return self.run_job(graph, output_node=output_node).images
 
     def upload_image(self, image: Image.Image, name: str, subfolder: str = "reverie") -> str:
+        return self._upload(lambda client: client.upload_image(image, name, subfolder))
+
+    def upload_bytes(self, data: bytes, name: str, subfolder: str = "reverie", **options) -> str:
+        return self._upload(lambda client: client.upload_bytes(data, name, subfolder, **options))
+
+    def _upload(self, send: Callable[[ComfyClient], str]) -> str:
+        """`send(current client)`, remembering which server now holds the file (see queue_prompt)."""
         client = self.current
         try:
-            ref = client.upload_image(image, name, subfolder)
+            ref = send(client)
         except ComfyUnavailable as exc:
             raise self._moved_on(client, exc) from exc
         self._uploads[ref] = client

@@ -103,6 +103,12 @@ class ComfyHTTP:
         with self._probe_lock:
             self._probe_http.close()
 
+    def __enter__(self) -> "ComfyHTTP":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     # -- routes ----------------------------------------------------------------------------------
     def system_stats(self) -> dict:
         """GET /system_stats: the health check (answers 11-15 s after ComfyUI starts)."""
@@ -141,21 +147,30 @@ class ComfyHTTP:
     def upload_image(self, image: Image.Image, name: str, subfolder: str = "reverie") -> str:
         """Upload as PNG, overwriting `subfolder/name`; returns the LoadImage reference to use.
 
-        The server may rename ("name (1).png"), so the returned name is the truth. Callers keep
-        ComfyUI's input folder bounded by reusing a small rotating set of names.
+        Callers keep ComfyUI's input folder bounded by reusing a small rotating set of names.
+        """
+        return self.upload_bytes(encode_png(image), name, subfolder, content_type="image/png")
+
+    def upload_bytes(self, data: bytes, name: str, subfolder: str = "reverie", *, overwrite: bool = True,
+                     content_type: str = "application/octet-stream") -> str:
+        """POST /upload/image: store `data` as input/`subfolder`/`name`; returns the reference a
+        loader node takes ("subfolder/stored name").
+
+        /upload/image stores any file under the name given (LoadLatent lists `*.latent`), not
+        only images. The server may rename ("name (1).png"), so the returned name is the truth.
         """
         if not name or any(c in name for c in "/\\") or ".." in name:
             raise ValueError(f"upload name must be a plain file name, got {name!r}")
-        files = {"image": (name, encode_png(image), "image/png")}
-        data = {"overwrite": "true", "type": "input", "subfolder": subfolder}
-        resp = self.request("POST", "/upload/image", files=files, data=data)
+        files = {"image": (name, data, content_type)}
+        form = {"overwrite": "true" if overwrite else "false", "type": "input", "subfolder": subfolder}
+        resp = self.request("POST", "/upload/image", files=files, data=form)
         if resp.status_code != 200:
-            raise ComfyError(f"upload of {name!r} answered HTTP {resp.status_code}")
+            raise ComfyError(f"upload of {name!r} to {self.url} answered HTTP {resp.status_code}")
         try:
             body = resp.json()
             stored, folder = str(body["name"]), str(body.get("subfolder") or "")
         except (ValueError, KeyError, TypeError) as exc:
-            raise ComfyError(f"upload of {name!r} answered an unexpected body") from exc
+            raise ComfyError(f"upload of {name!r} to {self.url} answered an unexpected body") from exc
         return f"{folder}/{stored}" if folder else stored
 
     def free(self) -> None:

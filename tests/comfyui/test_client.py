@@ -40,10 +40,20 @@ def test_upload_uses_reverie_subfolder_and_overwrites(fake, client, picture):
     assert fake.file_counts()["input"] == 1
 
 
+def test_upload_bytes_stores_any_file_as_sent_and_renames_instead_of_overwriting_when_told(fake, client):
+    assert client.upload_bytes(b"first", "a.latent") == "reverie/a.latent"
+    assert fake.resolve("input", "reverie", "a.latent").read_bytes() == b"first"
+    assert client.upload_bytes(b"second", "a.latent", overwrite=False) == "reverie/a (1).latent"
+    assert fake.resolve("input", "reverie", "a.latent").read_bytes() == b"first"
+    assert client.upload_bytes(b"third", "a.latent", "elsewhere") == "elsewhere/a.latent"
+
+
 @pytest.mark.parametrize("name", ["", "../x.png", "a/b.png", "a\\b.png"])
 def test_upload_rejects_names_that_are_paths(client, picture, name):
     with pytest.raises(ValueError):
         client.upload_image(picture, name)
+    with pytest.raises(ValueError):
+        client.upload_bytes(b"data", name)
 
 
 def test_health_version_and_checkpoints(client):

@@ -174,6 +174,18 @@ def test_an_input_uploaded_to_one_server_is_never_queued_on_another(two, picture
     assert np.array_equal(np.asarray(client.run(invert_graph(ref))[0]), 255 - np.asarray(picture))
 
 
+def test_bytes_go_to_the_current_server_and_an_upload_that_meets_no_answer_moves_on(two):
+    first, second, client = two
+    assert client.upload_bytes(b"one", "walk.latent") == "reverie/walk.latent"
+    assert first.resolve("input", "reverie", "walk.latent").read_bytes() == b"one"
+    first.refuse_connections = True
+    with pytest.raises(JobLost):                   # the second server answers: make it again there
+        client.upload_bytes(b"two", "walk.latent")
+    assert client.current_url == second.url
+    assert client.upload_bytes(b"two", "walk.latent") == "reverie/walk.latent"
+    assert second.resolve("input", "reverie", "walk.latent").read_bytes() == b"two"
+
+
 def test_busy_and_interrupt_current_follow_the_server_running_our_job(two, picture):
     first, second, client = two
     ref = client.upload_image(picture, "in.png")
