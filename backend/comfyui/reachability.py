@@ -13,6 +13,8 @@ import logging
 import threading
 import time
 
+from backend.comfyui.listeners import Listener, Listeners
+
 log = logging.getLogger(__name__)
 
 
@@ -25,25 +27,21 @@ class Reachability:
         self.reported_at = float("-inf")    # monotonic time of the last report
         self._clock = clock
         self._lock = threading.Lock()
-        self._listeners: list = []
+        self._listeners = Listeners()
 
-    def subscribe(self, listener) -> None:
+    def subscribe(self, listener: Listener) -> None:
         """`listener(ok: bool, error: str)` on each change from now on."""
-        with self._lock:
-            self._listeners.append(listener)
+        self._listeners.subscribe(listener)
 
-    def unsubscribe(self, listener) -> None:
-        with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+    def unsubscribe(self, listener: Listener) -> None:
+        self._listeners.unsubscribe(listener)
 
     def report(self, ok: bool, error: str = "") -> None:
         with self._lock:
             changed = ok != self.ok
             self.ok, self.error, self.reported_at = ok, "" if ok else error, self._clock()
-            listeners = list(self._listeners) if changed else []
-        for listener in listeners:          # outside the lock: a listener may read us back
-            listener(ok, error if not ok else "")
+        if changed:
+            self._listeners.tell(ok, error)
 
     def expire(self) -> None:
         """The last answer no longer counts (the PC slept, a reconnect): the idle watch probes at
