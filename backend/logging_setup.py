@@ -25,20 +25,38 @@ FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
 MAX_LINE = 20_000  # characters per record, traceback included
 _OURS = "_reverie_handler"
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")                      # C0 and DEL, but tab and newline
+_WIDER_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")  # and C1, U+2028/U+2029
 
 
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the undecodable byte code - 0xDC00
-        code -= 0xDC00
+def _escaped(code: int) -> str:
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
-def escape_surrogates(text: str) -> str:
-    r"""Any str -> one that encodes as UTF-8: U+DC80..U+DCFF -> \xNN (the byte), other lone
-    surrogates -> \uNNNN."""
-    return _SURROGATE.sub(_escape, text)
+def _as_code(match: re.Match[str]) -> str:
+    return _escaped(ord(match.group()))
+
+
+def _as_byte(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the undecodable byte code - 0xDC00
+        code -= 0xDC00
+    return _escaped(code)
+
+
+# The one implementation of escaping text that came from outside: backend.status and
+# backend.comfyui.text use it too. It lives here, in a module that imports only the standard
+# library, so that neither logging nor status has to depend on the ComfyUI package.
+def escape_surrogates(text: str, *, as_bytes: bool = True) -> str:
+    r"""Any str -> one that encodes as UTF-8: lone surrogates -> \uNNNN, except that with
+    `as_bytes` U+DC80..U+DCFF (an undecodable byte of a file name) -> \xNN, the byte."""
+    return _SURROGATE.sub(_as_byte if as_bytes else _as_code, text)
+
+
+def escape_controls(text: str, *, wider: bool = False) -> str:
+    r"""Control characters but tab and newline -> \xNN; with `wider`, C1 controls and U+2028 /
+    U+2029 (line breaks to some readers) as well, as \xNN / \uNNNN."""
+    return (_WIDER_CONTROL if wider else _CONTROL).sub(_as_code, text)
 
 
 class SafeFormatter(logging.Formatter):
@@ -48,7 +66,7 @@ class SafeFormatter(logging.Formatter):
         text = super().format(record)
         if len(text) > MAX_LINE:
             text = text[: MAX_LINE - 3] + "..."
-        return _CONTROL.sub(_escape, escape_surrogates(text))
+        return escape_controls(escape_surrogates(text), wider=True)
 
 
 class _ConsoleHandler(logging.StreamHandler):

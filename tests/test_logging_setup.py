@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from backend.logging_setup import MAX_LINE, adopt_missing_streams, has_console, say, setup_logging
+from backend.logging_setup import (MAX_LINE, adopt_missing_streams, escape_controls, escape_surrogates, has_console, say,
+                                   setup_logging)
 
 
 def test_missing_streams_become_a_sink_a_library_can_print_to(monkeypatch):
@@ -103,3 +104,16 @@ def test_say_writes_a_non_utf8_file_name_escaped(monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, encoding="utf-8", errors="strict", write_through=True))
     say(f"cannot read {UNDECODABLE}")
     assert raw.getvalue() == b"cannot read caf\\xe9 \\xff.png\n"
+
+
+def test_escape_surrogates_shows_an_undecodable_byte_as_that_byte_unless_told_otherwise():
+    name = "caf\udce9 \ud800.png"                 # os.fsdecode(b"caf\xe9 ...") plus a lone high surrogate
+    assert escape_surrogates(name) == "caf\\xe9 \\ud800.png"
+    assert escape_surrogates(name, as_bytes=False) == "caf\\udce9 \\ud800.png"
+    escape_surrogates(name).encode("utf-8")      # would raise on a lone surrogate
+
+
+def test_escape_controls_keeps_tab_and_newline_and_the_wider_set_takes_c1_and_unicode_breaks():
+    text = "a\tb\nc\x1b\r\x7f \x85\u2028\u2029"
+    assert escape_controls(text) == "a\tb\nc\\x1b\\x0d\\x7f \x85\u2028\u2029"
+    assert escape_controls(text, wider=True) == "a\tb\nc\\x1b\\x0d\\x7f \\x85\\u2028\\u2029"

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import re
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")   # everything but tab and newline
+from backend.logging_setup import escape_controls, escape_surrogates
+
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def safe_text(value, limit: int = 2000) -> str:
     """Any value -> a str that encodes as UTF-8: lone surrogates and control characters become
     visible escapes (\\udcff, \\x1b); newlines and tabs are kept; cut at `limit` characters."""
     text = value if isinstance(value, str) else "" if value is None else str(value)
-    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    # as_bytes=False: a surrogate in ComfyUI's JSON is shown as the \uNNNN escape the server sent
+    text = escape_controls(escape_surrogates(text, as_bytes=False))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
